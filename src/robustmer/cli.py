@@ -1,0 +1,125 @@
+"""The `robustmer` command: one subcommand per pipeline stage.
+
+Thin by design: parse options, load params.yaml, call the stage function, turn known errors into
+a one-paragraph message and an exit code. DVC and Snakemake call exactly these commands. Heavy
+libraries (torch, Great Expectations, MLflow) are imported inside the stage functions only.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from robustmer import paths
+from robustmer.config import DEFAULT_PARAMS, Params, load_params
+from robustmer.errors import RobustmerError, ValidationFailed
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Reproducible multimodal emotion recognition under noise and missing modalities.",
+)
+
+ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="params.yaml to read")]
+
+
+def _params(path: Path) -> Params:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return load_params(path)
+
+
+@app.command()
+def acquire(params: ParamsOpt = DEFAULT_PARAMS) -> None:
+    """Produce data/raw/<dataset>/ (the built-in corpus is generated from the seed)."""
+    from robustmer.data.acquire import acquire as run
+
+    p = _params(params)
+    out = run(p, paths.raw_dir(p["dataset"]))
+    typer.echo(f"acquired {p['dataset']} into {out}")
+
+
+@app.command()
+def extract(params: ParamsOpt = DEFAULT_PARAMS) -> None:
+    """Extract audio, video and text features into the canonical store data/features/<dataset>/."""
+    from robustmer.features.extract import extract as run
+
+    p = _params(params)
+    out = run(p, paths.raw_dir(p["dataset"]), paths.feature_dir(p["dataset"]))
+    typer.echo(f"features written to {out}")
+
+
+@app.command()
+def validate(params: ParamsOpt = DEFAULT_PARAMS) -> None:
+    """Great Expectations gate on the store; exits non-zero naming the failing samples."""
+    from robustmer.validation.gate import run_gate
+
+    p = _params(params)
+    ds = p["dataset"]
+    summary = run_gate(
+        p, paths.feature_dir(ds), paths.validation_summary(ds), paths.data_docs_dir(ds)
+    )
+    typer.echo(f"validation passed: {summary['n_expectations']} expectations on {ds}")
+
+
+@app.command()
+def train(
+    model: Annotated[str, typer.Argument(help="a model name from params.yaml `models`")],
+    params: ParamsOpt = DEFAULT_PARAMS,
+) -> None:
+    """Train one model with speaker-independent cross-validation into models/<model>/."""
+    from robustmer.training.runner import train_model
+
+    p = _params(params)
+    out = train_model(p, model, paths.feature_dir(p["dataset"]), paths.model_dir(model))
+    typer.echo(f"trained {model} into {out}")
+
+
+@app.command()
+def evaluate(
+    model: Annotated[str, typer.Argument(help="a model name from params.yaml `models`")],
+    params: ParamsOpt = DEFAULT_PARAMS,
+) -> None:
+    """Evaluate each fold's model on its held-out speakers; write metrics, predictions, plots."""
+    from robustmer.evaluation.runner import evaluate_model
+
+    p = _params(params)
+    metrics = evaluate_model(
+        p,
+        model,
+        paths.feature_dir(p["dataset"]),
+        paths.model_dir(model),
+        metrics_path=paths.metrics_file(model),
+        predictions_path=paths.predictions_file(model),
+        confusion_path=paths.confusion_png(model),
+    )
+    typer.echo(f"{model}: WA {metrics['wa']:.4f}  UA {metrics['ua']:.4f}")
+
+
+@app.command()
+def report(params: ParamsOpt = DEFAULT_PARAMS) -> None:
+    """Tables and plots over every model's metrics into results/report/."""
+    from robustmer.evaluation.report import write_report
+
+    p = _params(params)
+    out = write_report(p, [paths.metrics_file(m) for m in p["models"]], paths.report_dir())
+    typer.echo(f"report written to {out}")
+
+
+def main() -> None:
+    try:
+        app()
+    except ValidationFailed as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(3)
+    except RobustmerError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

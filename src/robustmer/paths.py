@@ -1,0 +1,50 @@
+"""Where each stage reads and writes, relative to the project root.
+
+dvc.yaml and workflow/rules/*.smk spell out the same paths; tests/test_workflow_parity.py checks
+that both front doors declare the outputs listed here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+RAW = Path("data/raw")
+FEATURES = Path("data/features")
+MODELS = Path("models")
+RESULTS = Path("results")
+
+
+def raw_dir(dataset: str) -> Path:
+    return RAW / dataset
+
+
+def feature_dir(dataset: str) -> Path:
+    return FEATURES / dataset
+
+
+def validation_summary(dataset: str) -> Path:
+    return RESULTS / "validation" / f"{dataset}.json"
+
+
+def data_docs_dir(dataset: str) -> Path:
+    return RESULTS / "validation" / f"{dataset}_data_docs"
+
+
+def model_dir(model: str) -> Path:
+    return MODELS / model
+
+
+def metrics_file(model: str) -> Path:
+    return RESULTS / "metrics" / f"{model}.json"
+
+
+def predictions_file(model: str) -> Path:
+    return RESULTS / "predictions" / f"{model}.csv"
+
+
+def confusion_png(model: str) -> Path:
+    return RESULTS / "plots" / f"{model}_confusion.png"
+
+
+def report_dir() -> Path:
+    return RESULTS / "report"
