@@ -41,7 +41,7 @@ def _with_defaults(validator_cls: type) -> type:
     return jsonschema.validators.extend(validator_cls, {"properties": set_defaults})
 
 
-_Validator = _with_defaults(jsonschema.Draft7Validator)
+_Validator = _with_defaults(jsonschema.Draft202012Validator)
 
 
 def validate_params(raw: dict[str, Any], source: str = "params") -> Params:

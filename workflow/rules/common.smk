@@ -1,0 +1,32 @@
+# Shared definitions: config validation against the same schema the CLI uses, names and paths.
+from pathlib import Path
+
+from snakemake.utils import validate
+
+
+validate(config, schema="../schemas/params.schema.yaml")
+
+DATASET = config["dataset"]
+MODELS = sorted(config["models"])
+RAW = f"data/raw/{DATASET}"
+FEATURES = f"data/features/{DATASET}"
+VALIDATION_SUMMARY = f"results/validation/{DATASET}.json"
+DATA_DOCS = f"results/validation/{DATASET}_data_docs"
+
+
+wildcard_constraints:
+    model="|".join(MODELS),
+
+
+def code(*parts):
+    """Source files a rule runs, so that code changes rerun it (as DVC's code deps do)."""
+    files = []
+    for part in parts:
+        path = Path("src/robustmer") / part
+        files += sorted(str(p) for p in path.rglob("*.py")) if path.is_dir() else [str(path)]
+    return files
+
+
+localrules:
+    all,
+    report,

@@ -1,0 +1,48 @@
+# train -> evaluate, one job per model in params.yaml `models`.
+
+
+rule train:
+    input:
+        features=FEATURES,
+        validated=VALIDATION_SUMMARY,
+        code=code("models", "training", "tracking"),
+    output:
+        directory("models/{model}"),
+    params:
+        settings=lambda w: {
+            "seed": config["seed"],
+            "device": config["device"],
+            "cv": config["cv"],
+            "train": config["train"],
+            "model": config["models"][w.model],
+            "mlflow": config["mlflow"],
+        },
+    threads: config["train"]["num_threads"]
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    log:
+        "logs/train/{model}.log",
+    conda:
+        "../envs/robustmer.yaml"
+    shell:
+        "robustmer train {wildcards.model} > {log} 2>&1"
+
+
+rule evaluate:
+    input:
+        features=FEATURES,
+        model="models/{model}",
+        code=code("evaluation"),
+    output:
+        metrics="results/metrics/{model}.json",
+        predictions="results/predictions/{model}.csv",
+        confusion="results/plots/{model}_confusion.png",
+    params:
+        settings=lambda w: config["models"][w.model],
+    log:
+        "logs/evaluate/{model}.log",
+    conda:
+        "../envs/robustmer.yaml"
+    shell:
+        "robustmer evaluate {wildcards.model} > {log} 2>&1"

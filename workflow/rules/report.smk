@@ -1,0 +1,17 @@
+# report: tables and plots over every model's metrics.
+
+
+rule report:
+    input:
+        metrics=expand("results/metrics/{model}.json", model=MODELS),
+        code=code("evaluation/report.py"),
+    output:
+        directory("results/report"),
+    params:
+        settings=lambda w: config["models"],
+    log:
+        "logs/report.log",
+    conda:
+        "../envs/robustmer.yaml"
+    shell:
+        "robustmer report > {log} 2>&1"
