@@ -1,0 +1,76 @@
+"""params.yaml loading: schema validation with defaults, clear errors naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from robustmer.config import ModelSpec, TrainConfig, load_params, validate_params
+from robustmer.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_project_params_validate_and_fill_defaults() -> None:
+    params = load_params(ROOT / "params.yaml")
+    assert params["dataset"] == "builtin"
+    assert params["train"]["selection_metric"] == "ua"
+    assert params["models"]["fusion_mlp"]["num_layers"] == 3  # filled from the schema default
+
+
+def test_minimal_params_get_every_default() -> None:
+    params = validate_params(
+        {
+            "seed": 1,
+            "dataset": "builtin",
+            "models": {"m": {"arch": "early_fusion", "features": {"audio": "egemaps_functionals"}}},
+        }
+    )
+    assert params["acquire"]["builtin"]["n_speakers"] == 10
+    assert params["extract"]["video"]["crop_size"] == 32
+    assert params["mlflow"]["tracking_uri"] == "sqlite:///mlflow.db"
+    spec = ModelSpec.from_params(params, "m")
+    assert spec.hidden_dim == 128 and spec.features == {"audio": "egemaps_functionals"}
+    assert TrainConfig.from_params(params).val_speakers == 1
+
+
+@pytest.mark.parametrize(
+    ("patch", "key"),
+    [
+        ({"train": {"epochs": 0}}, "train.epochs"),
+        ({"train": {"epohcs": 3}}, "train"),
+        ({"models": {"m": {"arch": "nope", "features": {"audio": "x"}}}}, "models.m.arch"),
+        ({"models": {"m": {"arch": "early_fusion", "features": {"smell": "x"}}}}, "models.m"),
+        ({"device": "tpu"}, "device"),
+    ],
+)
+def test_bad_values_name_the_key(patch: dict, key: str) -> None:
+    raw = {
+        "seed": 1,
+        "dataset": "builtin",
+        "models": {"m": {"arch": "early_fusion", "features": {"audio": "egemaps_functionals"}}},
+    }
+    raw.update(patch)
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate_params(raw)
+
+
+def test_unknown_model_name_lists_known(tmp_path: Path) -> None:
+    params = load_params(ROOT / "params.yaml")
+    with pytest.raises(ConfigError, match="fusion_mlp"):
+        ModelSpec.from_params(params, "missing_model")
+
+
+def test_missing_and_broken_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seed: [1\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(bad)
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text(yaml.safe_dump([1, 2]))
+    with pytest.raises(ConfigError, match="mapping"):
+        load_params(scalar)
