@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -25,6 +26,7 @@ app = typer.Typer(
     help="Reproducible multimodal emotion recognition under noise and missing modalities.",
 )
 
+STAGES = ("acquire", "extract", "validate", "train", "evaluate", "report")
 ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="params.yaml to read")]
 
 
@@ -111,8 +113,16 @@ def report(params: ParamsOpt = DEFAULT_PARAMS) -> None:
 
 
 def main() -> None:
+    start = time.perf_counter()
+    stage = sys.argv[1] if len(sys.argv) > 1 else ""
     try:
         app()
+    except SystemExit as exc:
+        if exc.code in (0, None) and stage in STAGES:
+            # Parsed by benchmarks/pipeline_timing.py for per-stage wall times.
+            elapsed = time.perf_counter() - start
+            typer.echo(f"[robustmer] {stage} finished in {elapsed:.2f} s", err=True)
+        raise
     except ValidationFailed as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(3)
