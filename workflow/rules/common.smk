@@ -3,7 +3,6 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-
 validate(config, schema="../schemas/params.schema.yaml")
 
 DATASET = config["dataset"]
@@ -23,7 +22,9 @@ def code(*parts):
     files = []
     for part in parts:
         path = Path("src/robustmer") / part
-        files += sorted(str(p) for p in path.rglob("*.py")) if path.is_dir() else [str(path)]
+        files += (
+            sorted(str(p) for p in path.rglob("*.py")) if path.is_dir() else [str(path)]
+        )
     return files
 
 

@@ -6,16 +6,16 @@ rule acquire:
         code=code("data/acquire.py", "data/builtin"),
     output:
         directory(RAW),
+    log:
+        "logs/acquire.log",
+    conda:
+        "../envs/robustmer.yaml"
     params:
         settings=lambda w: {
             "seed": config["seed"],
             "dataset": DATASET,
             "acquire": config["acquire"],
         },
-    log:
-        "logs/acquire.log",
-    conda:
-        "../envs/robustmer.yaml"
     shell:
         "robustmer acquire > {log} 2>&1"
 
@@ -26,13 +26,13 @@ rule extract:
         code=code("features", "data/store.py"),
     output:
         directory(FEATURES),
-    params:
-        settings=lambda w: {"device": config["device"], "extract": config["extract"]},
-    threads: config["extract"]["workers"]
     log:
         "logs/extract.log",
     conda:
         "../envs/robustmer.yaml"
+    threads: config["extract"]["workers"]
+    params:
+        settings=lambda w: {"device": config["device"], "extract": config["extract"]},
     shell:
         "robustmer extract > {log} 2>&1"
 
@@ -44,11 +44,11 @@ rule validate:
     output:
         summary=VALIDATION_SUMMARY,
         docs=directory(DATA_DOCS),
-    params:
-        settings=lambda w: config["validate"],
     log:
         "logs/validate.log",
     conda:
         "../envs/robustmer.yaml"
+    params:
+        settings=lambda w: config["validate"],
     shell:
         "robustmer validate > {log} 2>&1"

@@ -8,6 +8,14 @@ rule train:
         code=code("models", "training", "tracking"),
     output:
         directory("models/{model}"),
+    log:
+        "logs/train/{model}.log",
+    conda:
+        "../envs/robustmer.yaml"
+    threads: config["train"]["num_threads"]
+    resources:
+        mem_mb=4000,
+        runtime=60,
     params:
         settings=lambda w: {
             "seed": config["seed"],
@@ -17,14 +25,6 @@ rule train:
             "model": config["models"][w.model],
             "mlflow": config["mlflow"],
         },
-    threads: config["train"]["num_threads"]
-    resources:
-        mem_mb=4000,
-        runtime=60,
-    log:
-        "logs/train/{model}.log",
-    conda:
-        "../envs/robustmer.yaml"
     shell:
         "robustmer train {wildcards.model} > {log} 2>&1"
 
@@ -38,11 +38,11 @@ rule evaluate:
         metrics="results/metrics/{model}.json",
         predictions="results/predictions/{model}.csv",
         confusion="results/plots/{model}_confusion.png",
-    params:
-        settings=lambda w: config["models"][w.model],
     log:
         "logs/evaluate/{model}.log",
     conda:
         "../envs/robustmer.yaml"
+    params:
+        settings=lambda w: config["models"][w.model],
     shell:
         "robustmer evaluate {wildcards.model} > {log} 2>&1"

@@ -7,11 +7,11 @@ rule report:
         code=code("evaluation/report.py"),
     output:
         directory("results/report"),
-    params:
-        settings=lambda w: config["models"],
     log:
         "logs/report.log",
     conda:
         "../envs/robustmer.yaml"
+    params:
+        settings=lambda w: config["models"],
     shell:
         "robustmer report > {log} 2>&1"
