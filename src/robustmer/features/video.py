@@ -51,8 +51,29 @@ def _centre_box(h: int, w: int) -> tuple[int, int, int, int]:
     return (w - side) // 2, (h - side) // 2, side, side
 
 
+def _detect(gray: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Largest face box in original pixels, detected on a copy no wider than detect_max_side."""
+    import cv2
+
+    cfg = _STATE["cfg"]
+    scale = min(1.0, cfg["detect_max_side"] / max(gray.shape))
+    small = gray if scale == 1.0 else cv2.resize(gray, None, fx=scale, fy=scale)
+    min_side = max(24, round(cfg["min_face_size"] * scale))  # the cascade's window is 24 px
+    faces = _STATE["cascade"].detectMultiScale(
+        small, scaleFactor=cfg["scale_factor"], minNeighbors=4, minSize=(min_side, min_side)
+    )
+    if not len(faces):
+        return None
+    x, y, w, h = max(faces, key=lambda f: f[2] * f[3])
+    return tuple(round(float(v) / scale) for v in (x, y, w, h))  # type: ignore[return-value]
+
+
 def _one(path: Path) -> tuple[np.ndarray, int]:
-    """`[T, D]` HOG descriptors of the clip's face crops and the number of frames with a face."""
+    """`[T, D]` HOG descriptors of the clip's face crops and the number of detections made.
+
+    Detection runs on every `detect_every`-th used frame; frames in between keep the last box
+    (faces move little between frames, and detection is most of the cost).
+    """
     import cv2
 
     cfg = _STATE["cfg"]
@@ -63,7 +84,7 @@ def _one(path: Path) -> tuple[np.ndarray, int]:
     descriptors: list[np.ndarray] = []
     found = 0
     box: tuple[int, int, int, int] | None = None
-    index = 0
+    index = n_seen = 0
     try:
         while True:
             ok, frame = cap.read()
@@ -73,15 +94,12 @@ def _one(path: Path) -> tuple[np.ndarray, int]:
             if (index - 1) % cfg["frame_step"]:
                 continue
             gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-            faces = _STATE["cascade"].detectMultiScale(
-                gray,
-                scaleFactor=1.1,
-                minNeighbors=4,
-                minSize=(cfg["min_face_size"], cfg["min_face_size"]),
-            )
-            if len(faces):
-                box = tuple(int(v) for v in max(faces, key=lambda f: f[2] * f[3]))
-                found += 1
+            if n_seen % cfg["detect_every"] == 0:
+                detected = _detect(gray)
+                if detected is not None:
+                    box = detected
+                    found += 1
+            n_seen += 1
             x, y, w, h = box or _centre_box(*gray.shape)
             face = cv2.resize(
                 gray[y : y + h, x : x + w], (crop, crop), interpolation=cv2.INTER_AREA
@@ -103,8 +121,8 @@ def extract_video(
 
     out = parallel_map(_one, paths, workers, "video (faces)", _init_video, (cfg,))
     frames = [seq for seq, _ in out]
-    n_frames = sum(len(seq) for seq in frames)
-    found_rate = sum(found for _, found in out) / max(n_frames, 1)
+    n_detect = sum(-(-len(seq) // cfg["detect_every"]) for seq in frames)
+    found_rate = sum(found for _, found in out) / max(n_detect, 1)
     dim = hog_dim(cfg["crop_size"])
     params = {**cfg, "cascade": "haarcascade_frontalface_default", "face_found_rate": found_rate}
     common = {"version": f"opencv {cv2.__version__}", "params": params}
