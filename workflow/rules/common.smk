@@ -23,7 +23,13 @@ def code(*parts):
     for part in parts:
         path = Path("src/robustmer") / part
         files += (
-            sorted(str(p) for p in path.rglob("*.py")) if path.is_dir() else [str(path)]
+            sorted(
+                str(p)
+                for p in path.rglob("*")
+                if p.is_file() and "__pycache__" not in p.parts
+            )
+            if path.is_dir()
+            else [str(path)]
         )
     return files
 
