@@ -25,3 +25,9 @@ def test_seed_streams_are_stable_and_distinct() -> None:
     assert derive_seed(1, "train", "m", 0) != derive_seed(1, "train", "m", 1)
     assert derive_seed(1, "a") != derive_seed(2, "a")
     assert 0 <= derive_seed(123, "x") < 2**32
+
+
+def test_written_files_get_normal_permissions(tmp_path: Path) -> None:
+    target = tmp_path / "perm.json"
+    write_json(target, {})
+    assert target.stat().st_mode & 0o644 == 0o644

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 
 _CHUNK = 1 << 20
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 @contextlib.contextmanager
@@ -30,6 +32,7 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
         prefix=f".{target.name}.", suffix=suffix or ".tmp", dir=target.parent
     )
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file normal permissions
     tmp_path = Path(tmp)
     try:
         yield tmp_path

@@ -1,0 +1,205 @@
+"""The expectations of the gate: one GX suite per table of `tables.StoreTables`.
+
+Every expectation carries, in its `meta`, the name of the check it implements and the fix to
+print when it fails, so the gate phrases failures from the validation results alone; the same
+text appears as the expectation's description and notes in the Data Docs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from robustmer.validation._gx import gxe
+from robustmer.validation.tables import (
+    LEVELS,
+    NOT_NULL_COLUMNS,
+    StoreTables,
+    protocol_column,
+    stat_column,
+)
+
+REEXTRACT = "re-run `robustmer extract` (or `dvc repro extract`) to rebuild the store"
+
+
+@dataclass
+class TableSuite:
+    """One table, the column that names its rows in failures, and its expectations.
+
+    `context_columns` are reported with every failing row besides the checked column (e.g. the
+    folds a leaking speaker is in).
+    """
+
+    table: str
+    frame: pd.DataFrame
+    index_column: str
+    context_columns: tuple[str, ...] = ()
+    expectations: list[Any] = field(default_factory=list)
+
+    def add(
+        self, expectation_cls: type, check: str, fix: str, feature: str = "", **kw: Any
+    ) -> None:
+        """Append an expectation labelled with the check it implements and how to fix it."""
+        # `order` lets the report list failures in suite order (GX returns results unordered).
+        meta = {"check": check, "fix": fix, "table": self.table, "order": len(self.expectations)}
+        if feature:
+            meta["feature"] = feature
+        self.expectations.append(expectation_cls(description=check, notes=fix, meta=meta, **kw))
+
+
+def build_suites(
+    tables: StoreTables, params: dict[str, Any], classes: list[str]
+) -> list[TableSuite]:
+    """All suites for a store; the speakers suite only when the manifest has folds."""
+    cfg = params["validate"]
+    suites = [
+        _samples_suite(tables, classes, float(cfg["max_abs_value"])),
+        _features_suite(tables),
+        _classes_suite(tables, int(cfg["min_samples_per_class"])),
+    ]
+    if tables.speakers is not None:
+        suites.append(_speakers_suite(tables.speakers))
+    return suites
+
+
+def _samples_suite(tables: StoreTables, classes: list[str], max_abs: float) -> TableSuite:
+    s = TableSuite("samples", tables.samples, "sample_id")
+    s.add(
+        gxe.ExpectColumnValuesToBeUnique,
+        "sample ids are unique",
+        "remove the duplicate rows from the source metadata, then " + REEXTRACT,
+        column="sample_id",
+    )
+    protocol = protocol_column(tables.manifest_columns)
+    for column in (*NOT_NULL_COLUMNS, protocol):
+        s.add(
+            gxe.ExpectColumnValuesToNotBeNull,
+            f"manifest column `{column}` is present and not null",
+            f"fill in `{column}` for every utterance in the source metadata, then " + REEXTRACT,
+            column=column,
+        )
+    s.add(
+        gxe.ExpectColumnValuesToBeInSet,
+        "labels are declared classes",
+        f"fix the label in the source metadata (declared classes: {', '.join(classes)}) or "
+        "declare the class in the corpus classes, then " + REEXTRACT,
+        column="label",
+        value_set=list(classes),
+    )
+    for feature, level in tables.feature_levels.items():
+        s.add(
+            gxe.ExpectColumnValuesToBeBetween,
+            f"{feature}: no NaN/inf values",
+            "the extractor produced NaN/inf for these samples; check their media files, then "
+            + REEXTRACT,
+            feature=feature,
+            column=stat_column(feature, "n_nonfinite"),
+            min_value=0,
+            max_value=0,
+        )
+        s.add(
+            gxe.ExpectColumnValuesToBeBetween,
+            f"{feature}: |values| <= validate.max_abs_value ({max_abs:g})",
+            "check the extractor's scaling for these samples and "
+            + REEXTRACT
+            + ", or raise validate.max_abs_value in params.yaml if such values are legitimate",
+            feature=feature,
+            column=stat_column(feature, "max_abs"),
+            max_value=max_abs,
+        )
+        if level == "utterance":
+            s.add(
+                gxe.ExpectColumnValuesToBeBetween,
+                f"{feature}: utterance-level feature has exactly one frame per sample",
+                "the feature file does not match its declared level; " + REEXTRACT,
+                feature=feature,
+                column=stat_column(feature, "n_frames"),
+                min_value=1,
+                max_value=1,
+            )
+    return s
+
+
+def _features_suite(tables: StoreTables) -> TableSuite:
+    s = TableSuite("features", tables.features, "feature")
+    broken = "the feature files are inconsistent (partly written or edited by hand); " + REEXTRACT
+    s.add(
+        gxe.ExpectTableRowCountToBeBetween,
+        "the store holds at least one feature",
+        "no features were extracted; check params.yaml `extract`, then " + REEXTRACT,
+        min_value=1,
+    )
+    s.add(
+        gxe.ExpectColumnValuesToBeInSet,
+        "feature files are readable",
+        broken,
+        column="readable",
+        value_set=[True],
+    )
+    s.add(
+        gxe.ExpectColumnValuesToBeInSet,
+        "declared level is utterance or frame",
+        broken,
+        column="level",
+        value_set=list(LEVELS),
+    )
+    pairs = [
+        ("declared dim (meta.dim) equals values.shape[1]", "declared_dim", "actual_dim"),
+        ("offsets have one entry per sample plus one", "n_offsets", "expected_n_offsets"),
+        ("offsets end at the number of value rows", "last_offset", "n_value_rows"),
+        ("meta n_samples matches the manifest", "meta_n_samples", "manifest_n_samples"),
+        ("store.json n_samples matches the manifest", "store_n_samples", "manifest_n_samples"),
+    ]
+    for check, column_a, column_b in pairs:
+        s.add(
+            gxe.ExpectColumnPairValuesToBeEqual,
+            check,
+            broken,
+            column_A=column_a,
+            column_B=column_b,
+            ignore_row_if="either_value_is_missing",  # an unreadable file fails `readable`
+        )
+    s.add(
+        gxe.ExpectColumnValuesToBeBetween,
+        "offsets start at 0",
+        broken,
+        column="first_offset",
+        min_value=0,
+        max_value=0,
+    )
+    s.add(
+        gxe.ExpectColumnValuesToBeBetween,
+        "offsets are non-decreasing",
+        broken,
+        column="min_offset_step",
+        min_value=0,
+    )
+    return s
+
+
+def _classes_suite(tables: StoreTables, min_per_class: int) -> TableSuite:
+    s = TableSuite("classes", tables.classes, "label")
+    s.add(
+        gxe.ExpectColumnValuesToBeBetween,
+        f"every declared class has at least validate.min_samples_per_class ({min_per_class}) "
+        "samples",
+        "add samples of this class, drop the class from the corpus classes, or lower "
+        "validate.min_samples_per_class in params.yaml",
+        column="n_samples",
+        min_value=min_per_class,
+    )
+    return s
+
+
+def _speakers_suite(speakers: pd.DataFrame) -> TableSuite:
+    s = TableSuite("speakers", speakers, "speaker", context_columns=("folds",))
+    s.add(
+        gxe.ExpectColumnValuesToBeBetween,
+        "no speaker is in more than one fold (speaker-independent CV)",
+        "assign each speaker to exactly one fold in the source metadata, then " + REEXTRACT,
+        column="n_folds",
+        max_value=1,
+    )
+    return s
