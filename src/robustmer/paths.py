@@ -46,5 +46,9 @@ def confusion_png(model: str) -> Path:
     return RESULTS / "plots" / f"{model}_confusion.png"
 
 
+def confusion_csv(model: str) -> Path:
+    return RESULTS / "plots" / f"{model}_confusion.csv"
+
+
 def report_dir() -> Path:
     return RESULTS / "report"

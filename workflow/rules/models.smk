@@ -33,16 +33,23 @@ rule evaluate:
     input:
         features=FEATURES,
         model="models/{model}",
-        code=code("evaluation"),
+        code=code("evaluation", "models", "training", "tracking"),
     output:
         metrics="results/metrics/{model}.json",
         predictions="results/predictions/{model}.csv",
         confusion="results/plots/{model}_confusion.png",
+        confusion_table="results/plots/{model}_confusion.csv",
     log:
         "logs/evaluate/{model}.log",
     conda:
         "../envs/robustmer.yaml"
     params:
-        settings=lambda w: config["models"][w.model],
+        settings=lambda w: {
+            "seed": config["seed"],
+            "device": config["device"],
+            "cv": config["cv"],
+            "model": config["models"][w.model],
+            "mlflow": config["mlflow"],
+        },
     shell:
         "robustmer evaluate {wildcards.model} > {log} 2>&1"

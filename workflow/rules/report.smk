@@ -4,7 +4,7 @@
 rule report:
     input:
         metrics=expand("results/metrics/{model}.json", model=MODELS),
-        code=code("evaluation/report.py"),
+        code=code("evaluation/report.py", "evaluation/plots.py"),
     output:
         directory("results/report"),
     log:

@@ -1,0 +1,95 @@
+"""Matplotlib figures (Agg backend, no display needed): confusion matrices and metric bars.
+
+Figures are written through `atomic_path`, so a crashed plot never leaves a half-written PNG
+that DVC would cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from robustmer.io import atomic_path
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: Path, title: str = "") -> None:
+    """Two panels: raw counts and row-normalised rates (each row = one true class)."""
+    plt = _pyplot()
+    cm = np.asarray(cm)
+    rows = cm.sum(axis=1, keepdims=True)
+    rates = np.divide(cm, rows, out=np.zeros(cm.shape), where=rows > 0)
+    size = 2.4 + 0.55 * len(classes)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * size + 1, size), constrained_layout=True)
+    panels = ((cm, "counts", "d", None), (rates, "row-normalised (recall)", ".2f", 1.0))
+    for ax, (matrix, label, fmt, vmax) in zip(axes, panels, strict=True):
+        image = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=vmax)
+        ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+        ax.set_yticks(range(len(classes)), classes)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("actual")
+        ax.set_title(label)
+        limit = matrix.max() if matrix.size else 0
+        for i in range(matrix.shape[0]):
+            for j in range(matrix.shape[1]):
+                value = matrix[i, j]
+                colour = "white" if limit and value > 0.6 * limit else "black"
+                ax.text(j, i, format(value, fmt), ha="center", va="center", color=colour)
+        fig.colorbar(image, ax=ax, shrink=0.8)
+    if title:
+        fig.suptitle(title)
+    _save(fig, path)
+
+
+def plot_metric_bars(
+    models: Sequence[str],
+    means: Mapping[str, Sequence[float]],
+    stds: Mapping[str, Sequence[float]],
+    path: Path,
+    title: str = "",
+) -> None:
+    """Grouped bars: one group per model, one bar per metric, error bars = std over folds."""
+    plt = _pyplot()
+    metrics = list(means)
+    width = 0.8 / max(len(metrics), 1)
+    x = np.arange(len(models))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.4 * len(models) + 2), 4), constrained_layout=True)
+    for i, metric in enumerate(metrics):
+        ax.bar(
+            x + (i - (len(metrics) - 1) / 2) * width,
+            means[metric],
+            width,
+            yerr=stds[metric],
+            capsize=3,
+            label=metric,
+        )
+    ax.set_xticks(x, models, rotation=20, ha="right")
+    ax.set_ylim(0, 1.15)  # headroom above 1.0 for the legend
+    ax.set_yticks(np.linspace(0, 1, 6))
+    ax.set_ylabel("score (fold mean ± std)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(ncols=min(len(metrics), 4), fontsize="small", loc="upper center")
+    if title:
+        ax.set_title(title)
+    _save(fig, path)
+
+
+def _save(fig: Any, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    try:
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=120, format="png")
+    finally:
+        plt.close(fig)

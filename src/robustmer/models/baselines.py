@@ -1,0 +1,117 @@
+"""The MER2024 baselines: early fusion of utterance vectors and the `attention` fusion model.
+
+Both take `forward(inputs, lengths=None)` with `inputs` = modality -> tensor (`[B, D]` for
+utterance features, `[B, T, D]` zero-padded for frame features, then `lengths[m]` = `[B]`) and
+return class logits `[B, n_classes]`. Modalities are always combined in the order audio, text,
+video (the reference's `[a, t, v]`), whatever order the params list them in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from robustmer.models.encoders import LSTMEncoder, MLPEncoder
+
+FUSION_ORDER = ("audio", "text", "video")
+
+
+def fusion_order(modalities: Mapping[str, object] | list[str]) -> list[str]:
+    """The modalities present, in the canonical fusion order (unknown names sorted after)."""
+    names = list(modalities)
+    known = [m for m in FUSION_ORDER if m in names]
+    return known + sorted(m for m in names if m not in FUSION_ORDER)
+
+
+class EarlyFusionMLP(nn.Module):
+    """Concatenate the modality vectors -> MLPEncoder -> Linear(n_classes).
+
+    With one modality this is the MER2024 unimodal MLP baseline.
+    """
+
+    def __init__(
+        self,
+        input_dims: Mapping[str, int],
+        n_classes: int,
+        hidden_dim: int = 128,
+        num_layers: int = 3,
+        dropout: float = 0.3,
+    ):
+        super().__init__()
+        self.modalities = fusion_order(input_dims)
+        self.encoder = MLPEncoder(
+            sum(input_dims[m] for m in self.modalities), hidden_dim, num_layers, dropout
+        )
+        self.head = nn.Linear(hidden_dim, n_classes)
+
+    def forward(
+        self,
+        inputs: Mapping[str, torch.Tensor],
+        lengths: Mapping[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        x = torch.cat([inputs[m] for m in self.modalities], dim=1)
+        return self.head(self.encoder(x))
+
+
+class MER2024Attention(nn.Module):
+    """MER2024 `attention` fusion: per-modality encoders, learned (unnormalised) modality weights.
+
+    h_m = encoder_m(x_m) (MLP for utterance features, LSTM for frame features), each `[B, H]`;
+    w = Linear(H, M)(MLPEncoder(M*H -> H)(concat_m h_m)) gives M weights per sample that are NOT
+    softmaxed (as in the reference); fused = stack([h_a, h_t, h_v], dim=2) @ w -> `[B, H]`;
+    logits = Linear(H, n_classes)(fused).
+    """
+
+    def __init__(
+        self,
+        input_dims: Mapping[str, int],
+        n_classes: int,
+        hidden_dim: int = 128,
+        num_layers: int = 3,
+        dropout: float = 0.3,
+        levels: Mapping[str, str] | None = None,
+        lstm_pooling: str = "mean",
+    ):
+        super().__init__()
+        levels = dict(levels or {})
+        self.modalities = fusion_order(input_dims)
+        self.frame_modalities = {m for m in self.modalities if levels.get(m) == "frame"}
+        self.encoders = nn.ModuleDict()
+        for m in self.modalities:
+            if m in self.frame_modalities:
+                self.encoders[m] = LSTMEncoder(input_dims[m], hidden_dim, dropout, lstm_pooling)
+            else:
+                self.encoders[m] = MLPEncoder(input_dims[m], hidden_dim, num_layers, dropout)
+        n_mod = len(self.modalities)
+        self.attention_mlp = MLPEncoder(n_mod * hidden_dim, hidden_dim, num_layers, dropout)
+        self.attention_out = nn.Linear(hidden_dim, n_mod)
+        self.head = nn.Linear(hidden_dim, n_classes)
+
+    def encode(
+        self,
+        inputs: Mapping[str, torch.Tensor],
+        lengths: Mapping[str, torch.Tensor] | None = None,
+    ) -> list[torch.Tensor]:
+        hidden = []
+        for m in self.modalities:
+            if m in self.frame_modalities:
+                hidden.append(self.encoders[m](inputs[m], (lengths or {}).get(m)))
+            else:
+                hidden.append(self.encoders[m](inputs[m]))
+        return hidden
+
+    def modality_weights(self, hidden: list[torch.Tensor]) -> torch.Tensor:
+        """`[B, M, 1]` raw attention weights over modalities (no softmax)."""
+        return self.attention_out(self.attention_mlp(torch.cat(hidden, dim=1))).unsqueeze(2)
+
+    def forward(
+        self,
+        inputs: Mapping[str, torch.Tensor],
+        lengths: Mapping[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        hidden = self.encode(inputs, lengths)
+        weights = self.modality_weights(hidden)
+        fused = torch.matmul(torch.stack(hidden, dim=2), weights).squeeze(2)  # [B,H,M]@[B,M,1]
+        return self.head(fused)

@@ -1,0 +1,290 @@
+"""From the feature store to tensors: labels, speaker-independent folds, normalisation, batches.
+
+Everything that decides which rows a model learns from lives here, so training and evaluation
+cannot disagree about folds or preprocessing: both call `load_model_data` and `speaker_folds`,
+and the normaliser fitted on a fold's training rows travels inside that fold's checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.nn.utils.rnn import pad_sequence
+
+from robustmer.config import ModelSpec
+from robustmer.data.store import FeatureStore
+from robustmer.errors import DataError
+from robustmer.seeding import rng
+
+NORM_EPS = 1e-6
+
+
+@dataclass
+class ModalityInput:
+    """One modality's feature for all N utterances, in manifest order.
+
+    Utterance level: `values` is `[N, D]` and `offsets` is None. Frame level (only for models
+    that read sequences): `values` is `[sum_T, D]` and utterance i is
+    `values[offsets[i]:offsets[i+1]]`.
+    """
+
+    feature: str
+    level: str
+    values: np.ndarray
+    offsets: np.ndarray | None = None
+
+    @property
+    def dim(self) -> int:
+        return int(self.values.shape[1])
+
+    def rows(self, indices: np.ndarray) -> np.ndarray:
+        """The feature rows (frames for sequences) that belong to these utterances."""
+        if self.offsets is None:
+            return self.values[indices]
+        parts = [self.values[self.offsets[i] : self.offsets[i + 1]] for i in indices]
+        return np.concatenate(parts) if parts else self.values[:0]
+
+
+@dataclass
+class ModelData:
+    """What one model reads from the store: its inputs, the labels and the protocol columns."""
+
+    inputs: dict[str, ModalityInput]
+    labels: np.ndarray
+    manifest: pd.DataFrame  # sample_id, speaker, fold (int)
+    classes: list[str]
+
+    @property
+    def input_dims(self) -> dict[str, int]:
+        return {m: x.dim for m, x in self.inputs.items()}
+
+    @property
+    def levels(self) -> dict[str, str]:
+        return {m: x.level for m, x in self.inputs.items()}
+
+    @property
+    def feature_names(self) -> list[str]:
+        return sorted(x.feature for x in self.inputs.values())
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def load_model_data(store: FeatureStore, spec: ModelSpec, frame_inputs: bool) -> ModelData:
+    """Load the features `spec` names; frame features stay sequences only if `frame_inputs`."""
+    manifest = store.manifest
+    for column in ("sample_id", "speaker", "label"):
+        if column not in manifest.columns:
+            raise DataError(f"{store.root}/manifest.parquet: no `{column}` column")
+    if "fold" not in manifest.columns:
+        raise DataError(
+            f"{store.root}/manifest.parquet: no `fold` column; training uses speaker-independent "
+            "cross-validation over the manifest's folds (re-run `robustmer extract` or give the "
+            "dataset adapter a fold assignment)"
+        )
+    labels = encode_labels(manifest, store.classes, source=f"{store.root}/manifest.parquet")
+    inputs: dict[str, ModalityInput] = {}
+    for modality, extractor in spec.features.items():
+        name = f"{modality}/{extractor}"
+        meta = store.meta(name)
+        if meta.level == "frame" and frame_inputs:
+            values = np.asarray(store.values(name), dtype=np.float32)
+            inputs[modality] = ModalityInput(name, "frame", values, store.offsets(name))
+        else:
+            inputs[modality] = ModalityInput(name, "utterance", store.utterance_matrix(name))
+        _check_finite(inputs[modality], manifest, store.root)
+    protocol = manifest[["sample_id", "speaker"]].astype(str).copy()
+    protocol["fold"] = _fold_column(manifest, store.root)
+    return ModelData(inputs, labels, protocol, store.classes)
+
+
+def encode_labels(manifest: pd.DataFrame, classes: list[str], source: str) -> np.ndarray:
+    """Manifest `label` names -> class indices in `classes` order; unknown names are an error."""
+    index = {c: i for i, c in enumerate(classes)}
+    labels = manifest["label"].map(index)
+    bad = labels.isna()
+    if bad.any():
+        row = manifest[bad].iloc[0]
+        raise DataError(
+            f"{source}: sample {row['sample_id']!r} has label {row['label']!r}, which is not one "
+            f"of the store's classes {classes} ({int(bad.sum())} such samples); fix the labels "
+            "or the class list and rebuild the store"
+        )
+    return labels.to_numpy(dtype=np.int64, copy=True)
+
+
+@dataclass(frozen=True)
+class FoldSplit:
+    """Row indices of one cross-validation fold; the three sets share no speaker."""
+
+    fold: int
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    val_speakers: list[str]
+    test_speakers: list[str]
+
+
+def speaker_folds(manifest: pd.DataFrame, val_speakers: int, seed: int) -> list[FoldSplit]:
+    """Speaker-independent CV over the manifest `fold` column.
+
+    For fold k the test set is every row with fold == k. From the remaining speakers,
+    `val_speakers` whole speakers are drawn (seeded per fold, the same for every model so models
+    are compared on identical splits) as the validation set that picks the best epoch; the rest
+    is the training set.
+    """
+    folds = manifest["fold"].to_numpy()
+    speakers = manifest["speaker"].astype(str).to_numpy()
+    _check_speaker_independent(speakers, folds)
+    splits = []
+    for fold in sorted(set(folds.tolist())):
+        test_mask = folds == fold
+        others = np.array(sorted(set(speakers[~test_mask].tolist())))
+        if len(others) <= val_speakers:
+            raise DataError(
+                f"fold {fold}: only {len(others)} speakers outside the test fold, so "
+                f"cv.val_speakers = {val_speakers} leaves none to train on; lower cv.val_speakers"
+            )
+        chosen = rng(seed, "cv", "val_speakers", int(fold)).choice(
+            others, size=val_speakers, replace=False
+        )
+        val_mask = ~test_mask & np.isin(speakers, chosen)
+        train_mask = ~test_mask & ~val_mask
+        splits.append(
+            FoldSplit(
+                fold=int(fold),
+                train=np.flatnonzero(train_mask),
+                val=np.flatnonzero(val_mask),
+                test=np.flatnonzero(test_mask),
+                val_speakers=sorted(chosen.tolist()),
+                test_speakers=sorted(set(speakers[test_mask].tolist())),
+            )
+        )
+    return splits
+
+
+class Normaliser:
+    """Per-modality z-score with statistics from training rows only.
+
+    x' = (x - mean) / std, with std replaced by 1 where it is below `eps` (constant features
+    map to 0 instead of blowing up). Frame features use the statistics of all training frames.
+    """
+
+    def __init__(self, mean: dict[str, np.ndarray], std: dict[str, np.ndarray]):
+        self.mean = mean
+        self.std = std
+
+    @classmethod
+    def fit(cls, data: ModelData, rows: np.ndarray, eps: float = NORM_EPS) -> Normaliser:
+        mean, std = {}, {}
+        for m, x in data.inputs.items():
+            train = x.rows(rows).astype(np.float64)
+            if len(train) == 0:
+                raise DataError(f"{x.feature}: no training frames to fit the normaliser on")
+            mu, sd = train.mean(axis=0), train.std(axis=0)
+            mean[m] = mu.astype(np.float32)
+            std[m] = np.where(sd < eps, 1.0, sd).astype(np.float32)
+        return cls(mean, std)
+
+    def apply(self, modality: str, values: np.ndarray) -> np.ndarray:
+        return ((values - self.mean[modality]) / self.std[modality]).astype(np.float32)
+
+    def state(self) -> dict[str, dict[str, torch.Tensor]]:
+        """Plain tensors for the checkpoint (loadable with `torch.load(weights_only=True)`)."""
+        return {
+            m: {"mean": torch.from_numpy(self.mean[m]), "std": torch.from_numpy(self.std[m])}
+            for m in self.mean
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, dict[str, torch.Tensor]]) -> Normaliser:
+        return cls(
+            {m: s["mean"].numpy() for m, s in state.items()},
+            {m: s["std"].numpy() for m, s in state.items()},
+        )
+
+
+Batch = tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None, torch.Tensor]
+
+
+class FoldTensors:
+    """All utterances normalised with one fold's statistics, on the device, ready to batch."""
+
+    def __init__(self, data: ModelData, normaliser: Normaliser, device: torch.device):
+        self.device = device
+        self.labels = torch.tensor(data.labels, dtype=torch.long, device=device)
+        self.values: dict[str, torch.Tensor] = {}
+        self.offsets: dict[str, np.ndarray] = {}
+        for m, x in data.inputs.items():
+            self.values[m] = torch.from_numpy(normaliser.apply(m, x.values)).to(device)
+            if x.offsets is not None:
+                self.offsets[m] = np.asarray(x.offsets)
+
+    def batch(self, indices: np.ndarray) -> Batch:
+        """Inputs (sequences zero-padded at the end), lengths (None if no sequences), labels."""
+        idx = torch.as_tensor(indices, dtype=torch.long, device=self.device)
+        inputs: dict[str, torch.Tensor] = {}
+        lengths: dict[str, torch.Tensor] = {}
+        for m, values in self.values.items():
+            if m not in self.offsets:
+                inputs[m] = values.index_select(0, idx)
+                continue
+            off = self.offsets[m]
+            seqs = [values[off[i] : off[i + 1]] for i in indices]
+            lengths[m] = torch.tensor([len(s) for s in seqs], dtype=torch.long)
+            if max((len(s) for s in seqs), default=0) == 0:
+                inputs[m] = values.new_zeros(len(seqs), 1, values.shape[1])
+            else:
+                inputs[m] = pad_sequence(seqs, batch_first=True)
+        return inputs, (lengths or None), self.labels.index_select(0, idx)
+
+
+def iterate_batches(
+    indices: np.ndarray, batch_size: int, generator: torch.Generator | None = None
+) -> Iterator[np.ndarray]:
+    """Consecutive batches of `indices`, shuffled with `generator` when one is given."""
+    order = np.asarray(indices)
+    if generator is not None:
+        order = order[torch.randperm(len(order), generator=generator).numpy()]
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size]
+
+
+def _fold_column(manifest: pd.DataFrame, root: object) -> np.ndarray:
+    folds = manifest["fold"]
+    if folds.isna().any():
+        sample = manifest.loc[folds.isna(), "sample_id"].iloc[0]
+        raise DataError(f"{root}/manifest.parquet: sample {sample!r} has no fold")
+    try:
+        return folds.to_numpy().astype(np.int64)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{root}/manifest.parquet: `fold` must hold integers ({exc})") from exc
+
+
+def _check_speaker_independent(speakers: np.ndarray, folds: np.ndarray) -> None:
+    frame = pd.DataFrame({"speaker": speakers, "fold": folds})
+    per_speaker = frame.groupby("speaker")["fold"].nunique()
+    split = per_speaker[per_speaker > 1]
+    if len(split):
+        speaker = split.index[0]
+        where = sorted(frame.loc[frame["speaker"] == speaker, "fold"].unique().tolist())
+        raise DataError(
+            f"speaker {speaker!r} appears in folds {where}; folds must be speaker-independent "
+            "(assign each speaker to exactly one fold in the manifest)"
+        )
+
+
+def _check_finite(x: ModalityInput, manifest: pd.DataFrame, root: object) -> None:
+    bad_rows = ~np.isfinite(x.values).all(axis=1)
+    if not bad_rows.any():
+        return
+    first = int(np.flatnonzero(bad_rows)[0])
+    sample = first if x.offsets is None else int(np.searchsorted(x.offsets, first, "right") - 1)
+    raise DataError(
+        f"{root}: feature {x.feature} holds NaN/inf values (first in sample "
+        f"{manifest['sample_id'].iloc[sample]!r}); run `robustmer validate` and re-extract"
+    )
