@@ -25,17 +25,6 @@ from robustmer.io import read_json
 log = logging.getLogger(__name__)
 
 
-def resolve_device(device: str) -> str:
-    """`auto` means CUDA when present; an explicit `cuda` without a GPU is an error."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise DataError(f"device {device!r} requested in params.yaml but CUDA is not available")
-    return device
-
-
 def read_raw_corpus(raw_dir: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     meta_path, info_path = raw_dir / "metadata.csv", raw_dir / "corpus.json"
     for path in (meta_path, info_path):
@@ -99,7 +88,9 @@ def extract(params: Params, raw_dir: Path, out_dir: Path) -> Path:
             video_paths, cfg["video"], cfg["workers"], fps=_video_fps(video_paths[0])
         )
     if "text" in frame.columns:
-        device = resolve_device(params["device"])
+        from robustmer.training.loop import resolve_device
+
+        device = str(resolve_device(params["device"]))
         features += extract_text(list(frame["text"]), cfg["text"], device)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
