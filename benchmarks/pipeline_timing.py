@@ -73,7 +73,8 @@ def main() -> None:
         noop, _ = _run(["dvc", "repro"], clone)
         stages = stage_times(log)
         metrics = {
-            p.stem: json.loads(p.read_text()) for p in sorted((clone / "results/metrics").glob("*.json"))
+            p.stem: json.loads(p.read_text())
+            for p in sorted((clone / "results/metrics").glob("*.json"))
         }
         figures = {
             "dvc_repro_clean_s": round(full, 1),
@@ -89,7 +90,9 @@ def main() -> None:
             print(f"  {name:28s} {t:7.1f} s")
         print(f"{'model':20s} {'WA':>7s} {'UA':>7s} {'WF1':>7s} {'MF1':>7s}")
         for m, v in figures["accuracy"].items():
-            print(f"{m:20s} {v['wa']:7.4f} {v['ua']:7.4f} {v['weighted_f1']:7.4f} {v['macro_f1']:7.4f}")
+            print(
+                f"{m:20s} {v['wa']:7.4f} {v['ua']:7.4f} {v['weighted_f1']:7.4f} {v['macro_f1']:7.4f}"
+            )
         if args.json:
             args.json.write_text(json.dumps(figures, indent=2) + "\n")
     finally:
