@@ -90,9 +90,8 @@ def main() -> None:
             print(f"  {name:28s} {t:7.1f} s")
         print(f"{'model':20s} {'WA':>7s} {'UA':>7s} {'WF1':>7s} {'MF1':>7s}")
         for m, v in figures["accuracy"].items():
-            print(
-                f"{m:20s} {v['wa']:7.4f} {v['ua']:7.4f} {v['weighted_f1']:7.4f} {v['macro_f1']:7.4f}"
-            )
+            cells = " ".join(f"{v[k]:7.4f}" for k in ("wa", "ua", "weighted_f1", "macro_f1"))
+            print(f"{m:20s} {cells}")
         if args.json:
             args.json.write_text(json.dumps(figures, indent=2) + "\n")
     finally:

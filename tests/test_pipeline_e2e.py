@@ -68,9 +68,13 @@ def run(cmd: list[str], cwd: Path, timeout: int = 900) -> str:
     proc = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout)
     out = proc.stdout + proc.stderr
     if proc.returncode:
-        logs = "".join(
-            f"\n--- {p}\n{p.read_text()[-3000:]}" for p in sorted((cwd / "logs").rglob("*.log"))
-        ) if (cwd / "logs").is_dir() else ""
+        logs = (
+            "".join(
+                f"\n--- {p}\n{p.read_text()[-3000:]}" for p in sorted((cwd / "logs").rglob("*.log"))
+            )
+            if (cwd / "logs").is_dir()
+            else ""
+        )
         pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}:\n{out[-6000:]}{logs}")
     return out
 

@@ -74,7 +74,7 @@ def test_incomplete_store_is_refused(tmp_path: Path) -> None:
     writer = StoreWriter(tmp_path, "toy", ["happy"])
     writer.write_manifest(_manifest(2))
     writer.add_feature(FeatureMeta("audio", "f", "utterance", 2), [np.ones((1, 2))] * 2)
-    with pytest.raises(DataError, match="store.json"):
+    with pytest.raises(DataError, match=r"store\.json"):
         FeatureStore(tmp_path)  # finalize() never ran: the store must not be used
 
 

@@ -82,7 +82,8 @@ def test_outputs_follow_the_paths_module() -> None:
             paths.model_dir(model),
             paths.metrics_file(model),
             paths.predictions_file(model),
-            paths.confusion_png(model), paths.confusion_csv(model),
+            paths.confusion_png(model),
+            paths.confusion_csv(model),
         }
     assert outs == {p.as_posix() for p in expected}
 
