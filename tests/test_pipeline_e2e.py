@@ -143,3 +143,19 @@ def test_snakemake_matches_dvc(dvc_run: Path, snakemake_run: Path) -> None:
         assert (snakemake_run / rel).read_text() == (dvc_run / rel).read_text(), rel
     dry = run(["snakemake", "-n"], snakemake_run)
     assert "Nothing to be done" in dry, dry
+
+
+def test_dvc_experiment_tags_its_mlflow_runs(dvc_run: Path, snakemake_run: Path) -> None:
+    """Last on purpose: the experiment rewrites the DVC copy's outputs."""
+    import mlflow
+
+    run(["dvc", "exp", "run", "-S", "train.lr=0.002", "-n", "lr-test"], dvc_run)
+    assert "lr-test" in run(["dvc", "exp", "list"], dvc_run)
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{dvc_run / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("robustmer")
+    tagged = client.search_runs(
+        [exp.experiment_id], filter_string="tags.`robustmer.dvc_exp_name` = 'lr-test'"
+    )
+    parents = [r for r in tagged if "mlflow.parentRunId" not in r.data.tags]
+    assert {r.info.run_name for r in parents} == set(TINY_MODELS)
+    assert {r.data.params["train.lr"] for r in parents} == {"0.002"}
