@@ -36,12 +36,14 @@ def _env() -> dict[str, str]:
 
 def _run(cmd: list[str], cwd: Path) -> tuple[float, str]:
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True)
+    proc = subprocess.run(
+        cmd, cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     elapsed = time.perf_counter() - start
     if proc.returncode:
-        sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
+        sys.stderr.write(proc.stdout[-8000:])
         raise SystemExit(f"{' '.join(cmd)} failed with exit code {proc.returncode}")
-    return elapsed, proc.stdout + proc.stderr
+    return elapsed, proc.stdout
 
 
 def stage_times(log: str) -> list[tuple[str, float]]:
