@@ -9,8 +9,6 @@ interrupted run leaves the previous store intact.
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,7 @@ from robustmer.config import Params
 from robustmer.data.store import StoreWriter
 from robustmer.errors import DataError
 from robustmer.features.base import ExtractedFeature
-from robustmer.io import read_json
+from robustmer.io import atomic_dir, read_json
 
 log = logging.getLogger(__name__)
 
@@ -93,28 +91,11 @@ def extract(params: Params, raw_dir: Path, out_dir: Path) -> Path:
         device = str(resolve_device(params["device"]))
         features += extract_text(list(frame["text"]), cfg["text"], device)
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         writer = StoreWriter(tmp, info.get("dataset", params["dataset"]), info["classes"])
         writer.write_manifest(manifest_from_metadata(raw_dir, frame, params["dataset"]))
         for feat in features:
             writer.add_feature(feat.meta, feat.sequences)
             log.info("%s: dim %d, %d frames", feat.meta.name, feat.meta.dim, feat.meta.n_frames)
         writer.finalize({"raw_corpus": {"path": raw_dir.as_posix(), "info": info}})
-        _swap_in(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
-
-
-def _swap_in(new: Path, target: Path) -> None:
-    """Replace `target` by `new`; the old folder is removed only after the rename succeeded."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        target.rename(old)
-    new.rename(target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from robustmer.data.store import FeatureStore
 from robustmer.errors import ValidationFailed
-from robustmer.io import write_json
+from robustmer.io import atomic_dir, write_json
 from robustmer.validation.report import collect_failures, failure_message, summary
 from robustmer.validation.tables import build_tables
 
@@ -82,26 +80,8 @@ def _run_with_docs(suites: list[TableSuite], name: str, docs_dir: Path) -> list[
     """
     from robustmer.validation.runner import run_suites
 
-    docs_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{docs_dir.name}.", dir=docs_dir.parent))
-    try:
-        outcomes = run_suites(suites, name, tmp)
-        _swap_in(tmp, docs_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return outcomes
-
-
-def _swap_in(new: Path, target: Path) -> None:
-    """Replace the folder `target` by `new`; the old one is removed after the rename."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        target.rename(old)
-    new.rename(target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    with atomic_dir(docs_dir) as tmp:
+        return run_suites(suites, name, tmp)
 
 
 def _gx_name(dataset: str) -> str:
