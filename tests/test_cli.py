@@ -8,8 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-
-from tests.conftest import build_synthetic_store, tiny_params_dict
+from conftest import build_synthetic_store, tiny_params_dict
 
 
 def robustmer(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
