@@ -17,7 +17,7 @@ Generative story (numbers are documented in docs/builtin_corpus.md):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -283,3 +283,22 @@ def design_corpus(cfg: dict[str, Any], seed: int) -> list[Utterance]:
                 )
             )
     return utterances
+
+
+def express(
+    neutral: Any,
+    target: Any,
+    strength: float,
+    nuisance_sd: dict[str, float],
+    rng: np.random.Generator,
+) -> dict[str, float]:
+    """Rendering parameters `strength` of the way from a neutral to an emotional preset.
+
+    Both presets are dataclasses with the same fields; per-utterance nuisance variation
+    (drawn in `nuisance_sd` order, which fixes the random stream) carries no emotion.
+    """
+    a, b = asdict(neutral), asdict(target)
+    values = {k: a[k] + strength * (b[k] - a[k]) for k in a}
+    for key, sd in nuisance_sd.items():
+        values[key] += rng.normal(0, sd)
+    return values

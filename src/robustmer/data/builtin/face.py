@@ -11,13 +11,13 @@ two thirds of the frame) for OpenCV's frontal-face Haar cascade to find them.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from robustmer.data.builtin.articulation import CONTROL_RATE, Timeline
-from robustmer.data.builtin.design import CLASSES, Speaker, Utterance
+from robustmer.data.builtin.design import CLASSES, Speaker, Utterance, express
 
 _SHIFT = 4  # sub-pixel bits for cv2 drawing
 _SCALE = 1 << _SHIFT
@@ -79,11 +79,7 @@ NUISANCE_SD = {
 
 
 def face_params(utt: Utterance, rng: np.random.Generator) -> FaceParams:
-    s = utt.strength_video
-    neutral, target = asdict(NEUTRAL_FACE), asdict(EMOTION_FACE[utt.label])
-    values = {k: neutral[k] + s * (target[k] - neutral[k]) for k in neutral}
-    for key, sd in NUISANCE_SD.items():
-        values[key] += rng.normal(0, sd)
+    values = express(NEUTRAL_FACE, EMOTION_FACE[utt.label], utt.strength_video, NUISANCE_SD, rng)
     values["smile"] += utt.speaker.rest_smile
     values["brow_raise"] += utt.speaker.rest_brow
     values["eye_open"] = float(np.clip(values["eye_open"], 0.4, 1.2))

@@ -9,13 +9,13 @@ quality (bright and modal vs pressed and tense).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import signal
 
 from robustmer.data.builtin.articulation import CONTROL_RATE, Timeline, plan_timeline
-from robustmer.data.builtin.design import CLASSES, Utterance
+from robustmer.data.builtin.design import CLASSES, Utterance, express
 
 FILTER_UPDATE_RATE = 100  # formant filter coefficients change this often per second
 REFERENCE_DBFS = -28.0  # active-speech RMS of a neutral utterance at speaker level 0 dB
@@ -79,11 +79,7 @@ NUISANCE_SD = {
 
 
 def voice_params(utt: Utterance, rng: np.random.Generator) -> VoiceParams:
-    s = utt.strength_audio
-    neutral, target = asdict(NEUTRAL_VOICE), asdict(EMOTION_VOICE[utt.label])
-    values = {k: neutral[k] + s * (target[k] - neutral[k]) for k in neutral}
-    for key, sd in NUISANCE_SD.items():
-        values[key] += rng.normal(0, sd)
+    values = express(NEUTRAL_VOICE, EMOTION_VOICE[utt.label], utt.strength_audio, NUISANCE_SD, rng)
     values["breath"] = max(values["breath"] + utt.speaker.breathiness, 0.0)
     values["open_quotient"] = float(np.clip(values["open_quotient"], 0.3, 0.85))
     values["tilt"] = float(np.clip(values["tilt"], 0.0, 0.8))
