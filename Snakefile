@@ -15,5 +15,9 @@ rule all:
     default_target: True
     input:
         VALIDATION_SUMMARY,
-        expand("results/metrics/{model}.json", model=MODELS),
-        "results/report",
+        expand(
+            "results/metrics/{model}/{condition}.json",
+            model=MODELS,
+            condition=CONDITIONS,
+        ),
+        REPORT,

@@ -4,8 +4,9 @@
 
 Clones the committed HEAD of this repository into a temporary folder (so nothing produced
 here is reused), runs `dvc repro` with this virtual environment's tools on PATH, parses the
-per-stage times the CLI prints, reruns `dvc repro` (nothing to do) and prints the accuracies of
-every model from the clone's metrics.
+per-stage times the CLI prints (and their sum per stage kind: the robustness grid is the corrupt,
+evaluate and report stages), reruns `dvc repro` (nothing to do) and prints the robustness table
+(UA mean ± std over folds and seeds per model, condition and level) from the clone's report.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGE_RE = re.compile(r"Running stage '([^']+)'")
@@ -74,26 +77,36 @@ def main() -> None:
         full, log = _run(["dvc", "repro"], clone)
         noop, _ = _run(["dvc", "repro"], clone)
         stages = stage_times(log)
-        metrics = {
-            p.stem: json.loads(p.read_text())
-            for p in sorted((clone / "results/metrics").glob("*.json"))
-        }
+        kinds: dict[str, float] = {}
+        for name, t in stages:
+            kinds[name.split("@")[0]] = kinds.get(name.split("@")[0], 0.0) + t
+        report = next((clone / "results/report").iterdir())
+        summary = pd.read_csv(report / "summary.csv", dtype={"level": str})
+        ua = summary[summary["metric"] == "ua"]
+        table: dict[str, dict[str, list[float]]] = {}
+        for r in ua.itertuples():
+            cell = [round(r.mean, 4), round(r.std, 4)]
+            table.setdefault(f"{r.condition}/{r.level}", {})[r.model] = cell
         figures = {
             "dvc_repro_clean_s": round(full, 1),
             "dvc_repro_noop_s": round(noop, 2),
+            "stage_kinds_s": {k: round(v, 1) for k, v in kinds.items()},
+            "grid_s": round(sum(kinds.get(k, 0.0) for k in ("corrupt", "evaluate", "report")), 1),
             "stages_s": {name: round(t, 1) for name, t in stages},
-            "accuracy": {
-                m: {k: round(v[k], 4) for k in ("wa", "ua", "weighted_f1", "macro_f1")}
-                for m, v in metrics.items()
-            },
+            "ua_mean_std": table,
         }
         print(f"dvc repro from a clean clone: {full:.1f} s; no-op dvc repro: {noop:.2f} s")
-        for name, t in stages:
-            print(f"  {name:28s} {t:7.1f} s")
-        print(f"{'model':20s} {'WA':>7s} {'UA':>7s} {'WF1':>7s} {'MF1':>7s}")
-        for m, v in figures["accuracy"].items():
-            cells = " ".join(f"{v[k]:7.4f}" for k in ("wa", "ua", "weighted_f1", "macro_f1"))
-            print(f"{m:20s} {cells}")
+        for kind, t in kinds.items():
+            print(f"  {kind:12s} {t:7.1f} s (sum over its stages)")
+        print(f"  robustness grid (corrupt + evaluate + report): {figures['grid_s']} s")
+        models = list(dict.fromkeys(ua["model"]))
+        print(f"UA (mean ± std over folds and seeds)\n{'condition/level':24s} "
+              + " ".join(f"{m[:18]:>18s}" for m in models))  # fmt: skip
+        for key, row in table.items():
+            cells = " ".join(
+                f"{row[m][0]:8.3f} ± {row[m][1]:.3f}" if m in row else f"{'-':>18s}" for m in models
+            )
+            print(f"{key:24s} {cells}")
         if args.json:
             args.json.write_text(json.dumps(figures, indent=2) + "\n")
     finally:

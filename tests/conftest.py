@@ -123,6 +123,7 @@ def tiny_params_dict(**train: Any) -> dict[str, Any]:
                 "dropout": 0.1,
             },
         },
+        "corrupt": {"conditions": {"clean": {"kind": "clean"}}},
         "mlflow": {"experiment": "robustmer-tests"},
     }
     return validate_params(raw)

@@ -1,7 +1,9 @@
 """End to end: the whole pipeline through `dvc repro` and through `snakemake` on a tiny corpus.
 
-Both run in temporary copies of the project with the same tiny params file; they must finish,
-agree exactly on every metric, and the fusion baseline must beat chance by a wide margin.
+Both run in temporary copies of the project with the same tiny params file (a small robustness
+grid: feature-level and raw-media conditions); they must finish, agree exactly on every metric,
+the fusion baseline must beat chance by a wide margin, and accuracy must fall as the missing
+rate, the feature noise and the audio noise grow.
 """
 
 from __future__ import annotations
@@ -18,14 +20,23 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_MODELS = ("audio_mlp", "fusion_mlp", "mer2024_attention")
+TINY_CONDITIONS = {
+    "clean": {"kind": "clean"},
+    "missing_rate": {"kind": "missing_rate", "levels": [0.0, 0.6]},
+    "feature_noise": {"kind": "feature_noise", "schedule": "nmer", "levels": [100]},
+    "audio_snr": {"kind": "audio_noise", "noise": "babble", "levels": [20, -5]},
+    "video_blur": {"kind": "video_blur", "levels": [1, 4]},
+    "text_word_drop": {"kind": "text_word_drop", "levels": [0.5]},
+}
 pytestmark = pytest.mark.e2e
 
 
 def tiny_params() -> dict:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["acquire"]["builtin"].update(n_speakers=6, utterances_per_speaker=16, n_folds=3)
-    params["train"].update(epochs=25, patience=8)
+    params["train"].update(epochs=25, patience=8, seeds=[1, 2])
     params["models"] = {name: params["models"][name] for name in TINY_MODELS}
+    params["corrupt"]["conditions"] = TINY_CONDITIONS
     return params
 
 
@@ -80,7 +91,16 @@ def run(cmd: list[str], cwd: Path, timeout: int = 900) -> str:
 
 
 def metrics(root: Path) -> dict[str, dict]:
-    return {p.stem: json.loads(p.read_text()) for p in (root / "results/metrics").glob("*.json")}
+    """`model/condition` -> that evaluation's metrics JSON."""
+    folder = root / "results/metrics"
+    return {
+        p.relative_to(folder).with_suffix("").as_posix(): json.loads(p.read_text())
+        for p in folder.glob("*/*.json")
+    }
+
+
+def ua(got: dict[str, dict], model: str, condition: str, level: str) -> float:
+    return got[f"{model}/{condition}"]["levels"][level]["ua"]
 
 
 @pytest.fixture(scope="module")
@@ -99,15 +119,38 @@ def snakemake_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_dvc_repro_runs_everything(dvc_run: Path) -> None:
     got = metrics(dvc_run)
-    assert sorted(got) == sorted(TINY_MODELS)
+    assert sorted(got) == sorted(f"{m}/{c}" for m in TINY_MODELS for c in TINY_CONDITIONS)
     summary = json.loads((dvc_run / "results/validation/builtin.json").read_text())
     assert summary["success"] is True
-    assert (dvc_run / "results/report/summary.md").is_file()
-    assert (dvc_run / "results/plots/fusion_mlp_confusion.png").stat().st_size > 1000
+    report = dvc_run / "results/report/builtin"
+    assert "## audio_snr" in (report / "summary.md").read_text()
+    for condition in TINY_CONDITIONS:
+        assert (report / "curves" / f"{condition}.png").stat().st_size > 1000
+    assert (dvc_run / "results/plots/clean/fusion_mlp_confusion.png").stat().st_size > 1000
     assert (dvc_run / "dvc.lock").is_file()
     # Four classes: chance is 0.25; the fusion baseline must be far above it.
-    assert got["fusion_mlp"]["ua"] > 0.6, got["fusion_mlp"]
-    assert got["mer2024_attention"]["ua"] > 0.5, got["mer2024_attention"]
+    assert ua(got, "fusion_mlp", "clean", "clean") > 0.6, got["fusion_mlp/clean"]
+    assert ua(got, "mer2024_attention", "clean", "clean") > 0.5
+
+
+def test_accuracy_falls_as_data_degrades(dvc_run: Path) -> None:
+    got = metrics(dvc_run)
+    for model in ("fusion_mlp", "mer2024_attention"):
+        clean = ua(got, model, "clean", "clean")
+        assert ua(got, model, "missing_rate", "0") == clean
+        assert ua(got, model, "missing_rate", "0.6") < clean - 0.05
+        assert ua(got, model, "feature_noise", "100") < clean - 0.05
+        assert ua(got, model, "video_blur", "1") == clean  # rate 1 is the identity
+    audio = ua(got, "audio_mlp", "clean", "clean")
+    assert ua(got, "audio_mlp", "audio_snr", "-5") < ua(got, "audio_mlp", "audio_snr", "20")
+    assert ua(got, "audio_mlp", "audio_snr", "-5") < audio - 0.05
+    assert ua(got, "audio_mlp", "video_blur", "4") == audio  # not its modality
+    records = dvc_run / "data/corrupted/builtin/missing_rate/records.parquet"
+    import pandas as pd
+
+    rec = pd.read_parquet(records)
+    kept = rec[[f"present_{m}" for m in ("audio", "video", "text")]].sum(axis=1)
+    assert kept.min() >= 1
 
 
 def test_dvc_rerun_is_a_no_op(dvc_run: Path) -> None:
@@ -124,7 +167,8 @@ def test_mlflow_run_per_model_with_lineage_tags(dvc_run: Path) -> None:
     exp = client.get_experiment_by_name("robustmer")
     runs = client.search_runs([exp.experiment_id])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    assert sorted(r.info.run_name for r in parents) == sorted(TINY_MODELS)
+    assert sorted(r.info.run_name for r in parents) == sorted([*TINY_MODELS, "report"])
+    parents = [r for r in parents if r.info.run_name != "report"]
     commit = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=dvc_run, capture_output=True, text=True
     ).stdout.strip()
@@ -134,12 +178,17 @@ def test_mlflow_run_per_model_with_lineage_tags(dvc_run: Path) -> None:
         assert tags["robustmer.git_dirty"] in ("true", "false")
         assert len(tags["robustmer.features_hash"]) == 64
         children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-        assert len(children) == 3  # one nested run per fold
+        assert len(children) == 6  # one nested run per fold and training seed
 
 
 def test_snakemake_matches_dvc(dvc_run: Path, snakemake_run: Path) -> None:
     assert metrics(snakemake_run) == metrics(dvc_run)
-    for rel in ("results/validation/builtin.json", "results/predictions/fusion_mlp.csv"):
+    for rel in (
+        "results/validation/builtin.json",
+        "results/predictions/clean/fusion_mlp.csv",
+        "results/scores/fusion_mlp/audio_snr.csv",
+        "results/report/builtin/results.csv",
+    ):
         assert (snakemake_run / rel).read_text() == (dvc_run / rel).read_text(), rel
     dry = run(["snakemake", "-n"], snakemake_run)
     assert "Nothing to be done" in dry, dry
@@ -149,7 +198,7 @@ def test_dvc_experiment_tags_its_mlflow_runs(dvc_run: Path, snakemake_run: Path)
     """Last on purpose: the experiment rewrites the DVC copy's outputs."""
     import mlflow
 
-    run(["dvc", "exp", "run", "-S", "train.lr=0.002", "-n", "lr-test"], dvc_run)
+    run(["dvc", "exp", "run", "-S", "train.lr=0.002", "-n", "lr-test", "train@fusion_mlp"], dvc_run)
     assert "lr-test" in run(["dvc", "exp", "list"], dvc_run)
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{dvc_run / 'mlflow.db'}")
     exp = client.get_experiment_by_name("robustmer")
@@ -157,5 +206,5 @@ def test_dvc_experiment_tags_its_mlflow_runs(dvc_run: Path, snakemake_run: Path)
         [exp.experiment_id], filter_string="tags.`robustmer.dvc_exp_name` = 'lr-test'"
     )
     parents = [r for r in tagged if "mlflow.parentRunId" not in r.data.tags]
-    assert {r.info.run_name for r in parents} == set(TINY_MODELS)
+    assert {r.info.run_name for r in parents} == {"fusion_mlp"}
     assert {r.data.params["train.lr"] for r in parents} == {"0.002"}

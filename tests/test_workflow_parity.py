@@ -75,16 +75,20 @@ def test_outputs_follow_the_paths_module() -> None:
         paths.feature_dir(ds),
         paths.validation_summary(ds),
         paths.data_docs_dir(ds),
-        paths.report_dir(),
+        paths.report_dir(ds),
     }
+    conditions = params["corrupt"]["conditions"]
+    expected |= {paths.corrupted_dir(ds, c) for c in conditions}
     for model in params["models"]:
-        expected |= {
-            paths.model_dir(model),
-            paths.metrics_file(model),
-            paths.predictions_file(model),
-            paths.confusion_png(model),
-            paths.confusion_csv(model),
-        }
+        expected.add(paths.model_dir(model))
+        for c in conditions:
+            expected |= {
+                paths.metrics_file(model, c),
+                paths.scores_file(model, c),
+                paths.predictions_file(model, c),
+                paths.confusion_png(model, c),
+                paths.confusion_csv(model, c),
+            }
     assert outs == {p.as_posix() for p in expected}
 
 

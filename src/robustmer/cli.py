@@ -26,7 +26,7 @@ app = typer.Typer(
     help="Reproducible multimodal emotion recognition under noise and missing modalities.",
 )
 
-STAGES = ("acquire", "extract", "validate", "train", "evaluate", "report")
+STAGES = ("acquire", "extract", "validate", "corrupt", "train", "evaluate", "report")
 ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="params.yaml to read")]
 
 
@@ -69,6 +69,20 @@ def validate(params: ParamsOpt = DEFAULT_PARAMS) -> None:
 
 
 @app.command()
+def corrupt(
+    condition: Annotated[str, typer.Argument(help="a condition name from `corrupt.conditions`")],
+    params: ParamsOpt = DEFAULT_PARAMS,
+) -> None:
+    """Generate one evaluation condition (masks, noise, re-extracted raw noise) once for all."""
+    from robustmer.corruption.condition_store import corrupt as run
+
+    p = _params(params)
+    ds = p["dataset"]
+    out = run(p, condition, paths.feature_dir(ds), paths.corrupted_dir(ds, condition))
+    typer.echo(f"condition {condition} written to {out}")
+
+
+@app.command()
 def train(
     model: Annotated[str, typer.Argument(help="a model name from params.yaml `models`")],
     params: ParamsOpt = DEFAULT_PARAMS,
@@ -84,31 +98,41 @@ def train(
 @app.command()
 def evaluate(
     model: Annotated[str, typer.Argument(help="a model name from params.yaml `models`")],
+    condition: Annotated[str, typer.Argument(help="a condition from `corrupt.conditions`")],
     params: ParamsOpt = DEFAULT_PARAMS,
 ) -> None:
-    """Evaluate each fold's model on its held-out speakers; write metrics, predictions, plots."""
+    """Score every fold and seed of MODEL on every level of CONDITION."""
     from robustmer.evaluation.runner import evaluate_model
 
     p = _params(params)
+    ds = p["dataset"]
     metrics = evaluate_model(
         p,
         model,
-        paths.feature_dir(p["dataset"]),
+        condition,
+        paths.feature_dir(ds),
         paths.model_dir(model),
-        metrics_path=paths.metrics_file(model),
-        predictions_path=paths.predictions_file(model),
-        confusion_path=paths.confusion_png(model),
+        paths.corrupted_dir(ds, condition),
+        out={
+            "metrics": paths.metrics_file(model, condition),
+            "scores": paths.scores_file(model, condition),
+            "predictions": paths.predictions_file(model, condition),
+            "confusion_png": paths.confusion_png(model, condition),
+            "confusion_csv": paths.confusion_csv(model, condition),
+        },
     )
-    typer.echo(f"{model}: WA {metrics['wa']:.4f}  UA {metrics['ua']:.4f}")
+    for level, m in metrics["levels"].items():
+        typer.echo(f"{model} / {condition} {level}: UA {m['ua']:.4f}  WA {m['wa']:.4f}")
 
 
 @app.command()
 def report(params: ParamsOpt = DEFAULT_PARAMS) -> None:
-    """Tables and plots over every model's metrics into results/report/."""
+    """The robustness tables, curves and tidy results of every model x condition."""
     from robustmer.evaluation.report import write_report
 
     p = _params(params)
-    out = write_report(p, [paths.metrics_file(m) for m in p["models"]], paths.report_dir())
+    scores = [paths.scores_file(m, c) for m in p["models"] for c in p["corrupt"]["conditions"]]
+    out = write_report(p, scores, paths.report_dir(p["dataset"]))
     typer.echo(f"report written to {out}")
 
 

@@ -93,6 +93,7 @@ class TrainConfig:
     val_speakers: int
     device: str
     seed: int
+    seeds: tuple[int, ...] = (1,)
 
     @classmethod
     def from_params(cls, params: Params) -> TrainConfig:
@@ -108,6 +109,7 @@ class TrainConfig:
             val_speakers=params["cv"]["val_speakers"],
             device=params["device"],
             seed=params["seed"],
+            seeds=tuple(t["seeds"]),
         )
 
 
@@ -121,6 +123,7 @@ class ModelSpec:
     hidden_dim: int
     dropout: float
     num_layers: int
+    train_corruption: dict[str, Any] | None = None
 
     @classmethod
     def from_params(cls, params: Params, name: str) -> ModelSpec:
@@ -135,4 +138,5 @@ class ModelSpec:
             hidden_dim=m["hidden_dim"],
             dropout=m["dropout"],
             num_layers=m["num_layers"],
+            train_corruption=dict(m["train_corruption"]) if m.get("train_corruption") else None,
         )

@@ -10,6 +10,7 @@ from pathlib import Path
 
 RAW = Path("data/raw")
 FEATURES = Path("data/features")
+CORRUPTED = Path("data/corrupted")
 MODELS = Path("models")
 RESULTS = Path("results")
 
@@ -34,21 +35,31 @@ def model_dir(model: str) -> Path:
     return MODELS / model
 
 
-def metrics_file(model: str) -> Path:
-    return RESULTS / "metrics" / f"{model}.json"
+def corrupted_dir(dataset: str, condition: str) -> Path:
+    return CORRUPTED / dataset / condition
 
 
-def predictions_file(model: str) -> Path:
-    return RESULTS / "predictions" / f"{model}.csv"
+def metrics_file(model: str, condition: str) -> Path:
+    """DVC metric: per-level scores of one model under one condition (mean ± std)."""
+    return RESULTS / "metrics" / model / f"{condition}.json"
 
 
-def confusion_png(model: str) -> Path:
-    return RESULTS / "plots" / f"{model}_confusion.png"
+def scores_file(model: str, condition: str) -> Path:
+    """Tidy rows (model, condition, level, fold, seed, metric, value)."""
+    return RESULTS / "scores" / model / f"{condition}.csv"
 
 
-def confusion_csv(model: str) -> Path:
-    return RESULTS / "plots" / f"{model}_confusion.csv"
+def predictions_file(model: str, condition: str) -> Path:
+    return RESULTS / "predictions" / condition / f"{model}.csv"
 
 
-def report_dir() -> Path:
-    return RESULTS / "report"
+def confusion_png(model: str, condition: str) -> Path:
+    return RESULTS / "plots" / condition / f"{model}_confusion.png"
+
+
+def confusion_csv(model: str, condition: str) -> Path:
+    return RESULTS / "plots" / condition / f"{model}_confusion.csv"
+
+
+def report_dir(dataset: str) -> Path:
+    return RESULTS / "report" / dataset

@@ -7,14 +7,18 @@ validate(config, schema="../schemas/params.schema.yaml")
 
 DATASET = config["dataset"]
 MODELS = sorted(config["models"])
+CONDITIONS = sorted(config["corrupt"]["conditions"])
 RAW = f"data/raw/{DATASET}"
 FEATURES = f"data/features/{DATASET}"
 VALIDATION_SUMMARY = f"results/validation/{DATASET}.json"
 DATA_DOCS = f"results/validation/{DATASET}_data_docs"
+CORRUPTED = f"data/corrupted/{DATASET}"
+REPORT = f"results/report/{DATASET}"
 
 
 wildcard_constraints:
     model="|".join(MODELS),
+    condition="|".join(CONDITIONS),
 
 
 def code(*parts):

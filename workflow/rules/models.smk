@@ -1,11 +1,39 @@
-# train -> evaluate, one job per model in params.yaml `models`.
+# corrupt (one job per condition), train (one per model), evaluate (one per model x condition).
+
+
+rule corrupt:
+    input:
+        features=FEATURES,
+        validated=VALIDATION_SUMMARY,
+        code=code("corruption", "features"),
+    output:
+        directory(f"{CORRUPTED}/{{condition}}"),
+    log:
+        "logs/corrupt/{condition}.log",
+    conda:
+        "../envs/robustmer.yaml"
+    threads: config["corrupt"]["workers"]
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        settings=lambda w: {
+            "seed": config["seed"],
+            "dataset": DATASET,
+            "device": config["device"],
+            "extract": config["extract"],
+            "workers": config["corrupt"]["workers"],
+            "condition": config["corrupt"]["conditions"][w.condition],
+        },
+    shell:
+        "robustmer corrupt {wildcards.condition} > {log} 2>&1"
 
 
 rule train:
     input:
         features=FEATURES,
         validated=VALIDATION_SUMMARY,
-        code=code("models", "training", "tracking"),
+        code=code("models", "training", "corruption", "tracking"),
     output:
         directory("models/{model}"),
     log:
@@ -32,15 +60,17 @@ rule train:
 rule evaluate:
     input:
         features=FEATURES,
+        condition=f"{CORRUPTED}/{{condition}}",
         model="models/{model}",
-        code=code("evaluation", "models", "training", "tracking"),
+        code=code("evaluation", "models", "training", "corruption", "tracking"),
     output:
-        metrics="results/metrics/{model}.json",
-        predictions="results/predictions/{model}.csv",
-        confusion="results/plots/{model}_confusion.png",
-        confusion_table="results/plots/{model}_confusion.csv",
+        metrics="results/metrics/{model}/{condition}.json",
+        scores="results/scores/{model}/{condition}.csv",
+        predictions="results/predictions/{condition}/{model}.csv",
+        confusion="results/plots/{condition}/{model}_confusion.png",
+        confusion_table="results/plots/{condition}/{model}_confusion.csv",
     log:
-        "logs/evaluate/{model}.log",
+        "logs/evaluate/{model}/{condition}.log",
     conda:
         "../envs/robustmer.yaml"
     params:
@@ -48,8 +78,9 @@ rule evaluate:
             "seed": config["seed"],
             "device": config["device"],
             "cv": config["cv"],
+            "train": config["train"],
             "model": config["models"][w.model],
             "mlflow": config["mlflow"],
         },
     shell:
-        "robustmer evaluate {wildcards.model} > {log} 2>&1"
+        "robustmer evaluate {wildcards.model} {wildcards.condition} > {log} 2>&1"

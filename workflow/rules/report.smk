@@ -1,17 +1,28 @@
-# report: tables and plots over every model's metrics.
+# report: the robustness tables, curves and tidy results over the whole grid.
 
 
 rule report:
     input:
-        metrics=expand("results/metrics/{model}.json", model=MODELS),
+        scores=expand(
+            "results/scores/{model}/{condition}.csv",
+            model=MODELS,
+            condition=CONDITIONS,
+        ),
         code=code("evaluation/report.py", "evaluation/plots.py"),
     output:
-        directory("results/report"),
+        directory(REPORT),
     log:
         "logs/report.log",
     conda:
         "../envs/robustmer.yaml"
     params:
-        settings=lambda w: config["models"],
+        settings=lambda w: {
+            "dataset": DATASET,
+            "models": config["models"],
+            "conditions": config["corrupt"]["conditions"],
+            "seeds": config["train"]["seeds"],
+            "report": config["report"],
+            "mlflow": config["mlflow"],
+        },
     shell:
         "robustmer report > {log} 2>&1"

@@ -1,4 +1,4 @@
-"""Classification metrics for emotion recognition, written out so their definitions are explicit.
+"""Classification and regression metrics for emotion recognition, with explicit definitions.
 
 The emotion-recognition literature reports the same few numbers under different names:
 
@@ -14,6 +14,20 @@ The emotion-recognition literature reports the same few numbers under different 
 F1 of a class is 2PR / (P + R), and 0 where P + R = 0 (undefined precision or recall counts as 0),
 again matching scikit-learn's `zero_division=0`. No scikit-learn at run time: the pipeline only
 needs these few lines, and the tests check them against hand-computed values.
+
+Sentiment regression (CMU-MOSI/MOSEI, labels in [-3, 3]) follows MMSA's `metricsTop`, so numbers
+are comparable with the papers that use it:
+
+- Acc-2 / F1 come in two versions. "has-zero" (`acc2_has0`, `f1_has0`) uses every sample and
+  compares `pred >= 0` with `truth >= 0`; "non-zero" (`acc2_non0`, `f1_non0`) drops samples whose
+  truth is exactly 0 and compares `pred > 0` with `truth > 0`. F1 is the support-weighted F1 over
+  the two classes (negative, positive), computed with `per_class_scores` above. With no non-zero
+  truth the non-zero pair is NaN rather than an error, so the other metrics are still reported.
+- Acc-7 / Acc-5 / Acc-3 clip both sides to [-3, 3] / [-2, 2] / [-1, 1] and compare the values
+  rounded with numpy's round-half-to-even (banker's rounding: 2.5 -> 2, 1.5 -> 2, -0.5 -> -0.0,
+  which equals 0.0), as MMSA does; half-away-from-zero would give different numbers.
+- MAE is the mean absolute error on the unclipped values; Corr is Pearson's r, defined here as 0.0
+  when either side is constant (r is undefined there; numpy would warn and return NaN).
 """
 
 from __future__ import annotations
@@ -23,6 +37,17 @@ from collections.abc import Sequence
 import numpy as np
 
 METRIC_KEYS = ("wa", "ua", "weighted_f1", "macro_f1")
+REGRESSION_METRIC_KEYS = (
+    "acc2_has0",
+    "f1_has0",
+    "acc2_non0",
+    "f1_non0",
+    "acc3",
+    "acc5",
+    "acc7",
+    "mae",
+    "corr",
+)
 
 
 def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int) -> np.ndarray:
@@ -86,6 +111,77 @@ def mean_std(
     mean = {k: float(np.mean([m[k] for m in per_fold])) for k in keys}
     std = {k: float(np.std([m[k] for m in per_fold])) for k in keys}
     return mean, std
+
+
+def task_metric_keys(task: str) -> tuple[str, ...]:
+    """Metric keys reported for a task type, so callers (e.g. `mean_std`) need not branch."""
+    if task == "classification":
+        return METRIC_KEYS
+    if task == "regression":
+        return REGRESSION_METRIC_KEYS
+    raise ValueError(f"unknown task {task!r}: expected 'classification' or 'regression'")
+
+
+def regression_metrics(y_true: Sequence[float], y_pred: Sequence[float]) -> dict[str, float]:
+    """MMSA-style sentiment-regression metrics (see the module docstring), n_samples, n_nonzero."""
+    t, p = _as_values(y_true, y_pred)
+    nonzero = t != 0
+    acc2_has0, f1_has0 = _binary_acc_f1(t >= 0, p >= 0)
+    if nonzero.any():
+        acc2_non0, f1_non0 = _binary_acc_f1(t[nonzero] > 0, p[nonzero] > 0)
+    else:
+        acc2_non0 = f1_non0 = float("nan")
+    return {
+        "acc2_has0": acc2_has0,
+        "f1_has0": f1_has0,
+        "acc2_non0": acc2_non0,
+        "f1_non0": f1_non0,
+        "acc3": _rounded_accuracy(t, p, 1.0),
+        "acc5": _rounded_accuracy(t, p, 2.0),
+        "acc7": _rounded_accuracy(t, p, 3.0),
+        "mae": float(np.mean(np.abs(p - t))),
+        "corr": _pearson(t, p),
+        "n_samples": int(t.size),
+        "n_nonzero": int(nonzero.sum()),
+    }
+
+
+def _binary_acc_f1(truth_pos: np.ndarray, pred_pos: np.ndarray) -> tuple[float, float]:
+    # Class 0 = negative, 1 = positive; reuse the module's one F1 implementation.
+    cm = confusion_matrix(truth_pos.astype(np.int64), pred_pos.astype(np.int64), 2)
+    m = metrics_from_confusion(cm)
+    return m["wa"], m["weighted_f1"]
+
+
+def _rounded_accuracy(t: np.ndarray, p: np.ndarray, bound: float) -> float:
+    # np.round rounds halves to even, as MMSA's multiclass_acc does.
+    rt = np.round(np.clip(t, -bound, bound))
+    rp = np.round(np.clip(p, -bound, bound))
+    return float(np.mean(rt == rp))
+
+
+def _pearson(t: np.ndarray, p: np.ndarray) -> float:
+    # Exact-constancy check first: centring a constant float array can leave rounding noise.
+    if np.all(t == t[0]) or np.all(p == p[0]):
+        return 0.0
+    dt, dp = t - t.mean(), p - p.mean()
+    denom = np.sqrt(np.dot(dt, dt) * np.dot(dp, dp))
+    if denom == 0:
+        return 0.0
+    return float(np.clip(np.dot(dt, dp) / denom, -1.0, 1.0))
+
+
+def _as_values(y_true: Sequence[float], y_pred: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    t = np.asarray(y_true, dtype=np.float64).reshape(-1)
+    p = np.asarray(y_pred, dtype=np.float64).reshape(-1)
+    if t.shape != p.shape:
+        raise ValueError(f"y_true has {t.size} values but y_pred has {p.size}")
+    if t.size == 0:
+        raise ValueError("no samples: metrics are undefined")
+    for name, arr in (("y_true", t), ("y_pred", p)):
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{name} holds NaN or infinite values")
+    return t, p
 
 
 def _as_labels(

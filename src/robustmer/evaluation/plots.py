@@ -85,6 +85,49 @@ def plot_metric_bars(
     _save(fig, path)
 
 
+def plot_robustness(
+    curves: Mapping[str, tuple[Sequence[str], Sequence[float], Sequence[float]]],
+    path: Path,
+    xlabel: str,
+    ylabel: str,
+    numeric_x: Sequence[float] | None = None,
+    title: str = "",
+) -> None:
+    """One line per model (x = level, band = ± std); grouped bars when levels are categories.
+
+    `curves[model] = (level labels, means, stds)`, every model with the same labels in order;
+    `numeric_x` gives the level values when the axis is numeric (missing rate, T, SNR).
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), constrained_layout=True)
+    models = list(curves)
+    labels = list(next(iter(curves.values()))[0]) if curves else []
+    if numeric_x is not None and len(labels) > 1:
+        x = np.asarray(numeric_x, dtype=float)
+        for model in models:
+            _, mean, std = curves[model]
+            mean, std = np.asarray(mean, dtype=float), np.asarray(std, dtype=float)
+            ax.plot(x, mean, marker="o", label=model)
+            ax.fill_between(x, mean - std, mean + std, alpha=0.15)
+        ax.set_xticks(x, labels)
+    else:
+        width = 0.8 / max(len(models), 1)
+        x = np.arange(len(labels))
+        for i, model in enumerate(models):
+            _, mean, std = curves[model]
+            ax.bar(x + (i - (len(models) - 1) / 2) * width, mean, width, yerr=std, capsize=2,
+                   label=model)  # fmt: skip
+        ax.set_xticks(x, labels)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 1.05)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    if title:
+        ax.set_title(title)
+    _save(fig, path)
+
+
 def _save(fig: Any, path: Path) -> None:
     import matplotlib.pyplot as plt
 

@@ -1,11 +1,22 @@
-"""`robustmer report`: one table and one figure over every model's metrics JSON.
+"""`robustmer report`: the robustness grid as one tidy table, markdown tables and curves.
 
-Writes `summary.md` (pooled score with fold mean ± std per metric), `metrics.csv` (the same
-numbers, machine-readable) and `accuracy.png` (fold means with std error bars).
+Reads every (model, condition) scores CSV that `robustmer evaluate` wrote and writes into
+`results/report/<dataset>/`:
+
+- `results.csv`: all tidy rows (model, condition, level, level_value, fold, seed, metric, value);
+- `summary.csv`: per model, condition, level and metric the mean and std over folds and seeds
+  (fold-level scores) and of the pooled score over seeds;
+- `summary.md`: per condition a table (models x levels) of mean ± std over folds and seeds;
+- `curves/<condition>.png`: metric against level, one line per model (bars for categorical
+  levels such as the six missing patterns), and `curves/<condition>.csv` in long form for DVC
+  plots (template `workflow/plots/robustness.json`: one line per model).
+
+The report files are also logged to MLflow as a `report` run.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,95 +24,175 @@ from typing import Any
 import pandas as pd
 
 from robustmer.config import Params
+from robustmer.corruption.conditions import LEVEL_NAMES, Condition
 from robustmer.errors import DataError
 from robustmer.evaluation.metrics import METRIC_KEYS
-from robustmer.evaluation.plots import plot_metric_bars
-from robustmer.io import atomic_path, read_json, write_text
+from robustmer.evaluation.plots import plot_metric_bars, plot_robustness
+from robustmer.evaluation.runner import SCORE_COLUMNS
+from robustmer.io import atomic_path, write_text
 
 LABELS = {"wa": "WA", "ua": "UA", "weighted_f1": "WF1", "macro_f1": "MF1"}
 
 
-def load_metrics(metrics_paths: Sequence[Path]) -> list[dict[str, Any]]:
-    """Read every metrics file; a missing or broken one is a DataError naming it."""
-    missing = [str(p) for p in metrics_paths if not Path(p).is_file()]
+def load_scores(paths: Sequence[Path]) -> pd.DataFrame:
+    """Concatenate scores CSVs; a missing or malformed one is a DataError naming it and the fix."""
+    missing = [Path(p) for p in paths if not Path(p).is_file()]
     if missing:
-        models = " ".join(Path(p).stem for p in missing)
+        first = missing[0]
         raise DataError(
-            f"metrics missing: {', '.join(missing)}; run `robustmer evaluate <model>` for "
-            f"{models} (or `dvc repro`)"
+            f"{len(missing)} scores file(s) missing, first {first}; run `robustmer evaluate "
+            f"{first.parent.name} {first.stem}` (or `dvc repro`)"
         )
-    out = []
-    for path in metrics_paths:
+    frames = []
+    for path in paths:
         try:
-            metrics = read_json(path)
-            for key in METRIC_KEYS:
-                float(metrics[key])
-                float(metrics["fold_mean"][key])
-                float(metrics["fold_std"][key])
-        except (ValueError, KeyError, TypeError) as exc:
+            frame = pd.read_csv(path, dtype={"level": str, "fold": str})
+        except (ValueError, pd.errors.ParserError) as exc:
+            raise DataError(f"{path}: unreadable scores CSV ({exc}); re-run evaluate") from exc
+        absent = [c for c in SCORE_COLUMNS if c not in frame.columns]
+        if absent or frame.empty:
             raise DataError(
-                f"{path}: not a robustmer metrics file ({exc!r}); rerun `robustmer evaluate "
-                f"{Path(path).stem}`"
-            ) from exc
-        metrics.setdefault("model", Path(path).stem)
-        out.append(metrics)
-    return out
+                f"{path}: not a robustmer scores file (missing columns {absent} or no rows); "
+                f"re-run `robustmer evaluate {Path(path).parent.name} {Path(path).stem}`"
+            )
+        frames.append(frame[list(SCORE_COLUMNS)])
+    return pd.concat(frames, ignore_index=True)
 
 
-def metrics_table(all_metrics: Sequence[dict[str, Any]]) -> pd.DataFrame:
-    rows = []
-    for m in all_metrics:
-        row: dict[str, Any] = {"model": m["model"]}
-        for key in METRIC_KEYS:
-            row[key] = m[key]
-            row[f"{key}_fold_mean"] = m["fold_mean"][key]
-            row[f"{key}_fold_std"] = m["fold_std"][key]
-        row["n_samples"] = m.get("n_samples")
-        row["n_folds"] = m.get("n_folds", len(m.get("per_fold", {})))
-        rows.append(row)
-    return pd.DataFrame(rows)
+def summary_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Mean/std over (fold, seed) of fold scores and over seeds of pooled scores, per cell."""
+    keys = ["model", "condition", "level", "level_value", "metric"]
+    folds = results[results["fold"] != "all"].groupby(keys, sort=False, dropna=False)["value"]
+    pooled = results[results["fold"] == "all"].groupby(keys, sort=False, dropna=False)["value"]
+    out = pd.concat(
+        {
+            "mean": folds.mean(),
+            "std": folds.std(ddof=0),
+            "n": folds.count(),
+            "pooled_mean": pooled.mean(),
+            "pooled_std": pooled.std(ddof=0),
+        },
+        axis=1,
+    )
+    return out.reset_index()
 
 
-def markdown_summary(table: pd.DataFrame, dataset: str) -> str:
-    header = "| model | " + " | ".join(LABELS.values()) + " |"
+def markdown_summary(summary: pd.DataFrame, params: Params, metrics: Sequence[str]) -> str:
+    dataset = str(params.get("dataset", ""))
+    seeds = params["train"]["seeds"]
     lines = [
-        f"# Results on `{dataset}`",
+        f"# Robustness on `{dataset}`",
         "",
-        "Scores in %: pooled over all test predictions (each sample predicted once by the model "
-        "of its speaker-independent fold), then (mean ± std over folds).",
+        f"Scores in %: mean ± std over speaker-independent folds and {len(seeds)} training "
+        f"seed(s) {list(seeds)}. Every model is scored on the same stored conditions "
+        "(`data/corrupted/`); how a model fills a missing modality is its own (baselines: "
+        "zeros in the normalised space, i.e. the training mean).",
         "",
-        header,
-        "|" + "---|" * (len(LABELS) + 1),
     ]
-    for row in table.itertuples(index=False):
-        cells = [
-            f"{100 * getattr(row, k):.1f} ({100 * getattr(row, f'{k}_fold_mean'):.1f} ± "
-            f"{100 * getattr(row, f'{k}_fold_std'):.1f})"
-            for k in LABELS
-        ]
-        lines.append(f"| {row.model} | " + " | ".join(cells) + " |")
+    for condition in summary["condition"].unique():
+        part = summary[summary["condition"] == condition]
+        kind = _kind(params, condition)
+        levels = list(dict.fromkeys(part["level"]))
+        lines += [f"## {condition} ({kind}: {LEVEL_NAMES.get(kind, 'level')})", ""]
+        for metric in metrics:
+            cells = part[part["metric"] == metric]
+            lines += [f"{LABELS[metric]}:", ""]
+            lines.append("| model | " + " | ".join(levels) + " |")
+            lines.append("|---|" + "---|" * len(levels))
+            for model in cells["model"].unique():
+                row = cells[cells["model"] == model].set_index("level")
+                values = [
+                    f"{100 * row.loc[lv, 'mean']:.1f} ± {100 * row.loc[lv, 'std']:.1f}"
+                    if lv in row.index else "–"
+                    for lv in levels
+                ]  # fmt: skip
+                lines.append(f"| {model} | " + " | ".join(values) + " |")
+            lines.append("")
     lines += [
-        "",
-        "WA = accuracy; UA = mean per-class recall; WF1 = support-weighted F1; "
-        "MF1 = unweighted mean F1 (definitions: `robustmer.evaluation.metrics`).",
+        "WA = accuracy; UA = mean per-class recall; WF1 = support-weighted F1; MF1 = unweighted "
+        "mean F1 (definitions: `robustmer.evaluation.metrics`). Curves: `curves/*.png`.",
         "",
     ]
     return "\n".join(lines)
 
 
-def write_report(params: Params, metrics_paths: list[Path], out_dir: Path) -> Path:
-    """Write summary.md, metrics.csv and accuracy.png into `out_dir`; return `out_dir`."""
+def write_report(params: Params, scores_paths: list[Path], out_dir: Path) -> Path:
+    """Write the files listed in the module docstring into `out_dir`; return `out_dir`."""
     out_dir = Path(out_dir)
-    table = metrics_table(load_metrics(metrics_paths))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / "metrics.csv", suffix=".csv") as tmp:
-        table.to_csv(tmp, index=False, float_format="%.6f")
-    write_text(out_dir / "summary.md", markdown_summary(table, str(params.get("dataset", ""))))
-    plot_metric_bars(
-        list(table["model"]),
-        {LABELS[k]: list(table[f"{k}_fold_mean"]) for k in METRIC_KEYS},
-        {LABELS[k]: list(table[f"{k}_fold_std"]) for k in METRIC_KEYS},
-        out_dir / "accuracy.png",
-        title=f"{params.get('dataset', '')}: speaker-independent CV",
-    )
+    metrics = list(params["report"]["metrics"])
+    results = load_scores(scores_paths)
+    summary = summary_table(results)
+    _csv(out_dir / "results.csv", results)
+    _csv(out_dir / "summary.csv", summary)
+    write_text(out_dir / "summary.md", markdown_summary(summary, params, metrics))
+    curve_metric = metrics[0]
+    files = [out_dir / "results.csv", out_dir / "summary.csv", out_dir / "summary.md"]
+    for condition in summary["condition"].unique():
+        files += _curves(params, summary, condition, curve_metric, out_dir / "curves")
+    files.append(_overview(params, summary, out_dir / "overview.png"))
+    _track(params, files)
     return out_dir
+
+
+def _curves(
+    params: Params, summary: pd.DataFrame, condition: str, metric: str, folder: Path
+) -> list[Path]:
+    part = summary[(summary["condition"] == condition) & (summary["metric"] == metric)]
+    long = part[["model", "level", "level_value", "mean", "std", "pooled_mean"]].rename(
+        columns={"mean": metric, "std": f"{metric}_std", "pooled_mean": f"{metric}_pooled"}
+    )
+    csv = folder / f"{condition}.csv"
+    _csv(csv, long)
+    kind = _kind(params, condition)
+    curves = {
+        model: (list(g["level"]), list(g["mean"]), list(g["std"]))
+        for model, g in part.groupby("model", sort=False)
+    }
+    values = list(part.drop_duplicates("level")["level_value"])
+    numeric = None if any(math.isnan(v) for v in values) else values
+    png = folder / f"{condition}.png"
+    plot_robustness(
+        curves, png, xlabel=LEVEL_NAMES.get(kind, "level"),
+        ylabel=f"{LABELS[metric]} (mean ± std over folds and seeds)", numeric_x=numeric,
+        title=f"{params['dataset']}: {condition}",
+    )  # fmt: skip
+    return [csv, png]
+
+
+def _overview(params: Params, summary: pd.DataFrame, path: Path) -> Path:
+    """Bars of every metric at the first level of the first condition (clean by default)."""
+    condition = summary["condition"].iloc[0]
+    level = summary.loc[summary["condition"] == condition, "level"].iloc[0]
+    part = summary[(summary["condition"] == condition) & (summary["level"] == level)]
+    models = list(dict.fromkeys(part["model"]))
+    pick = {k: part[part["metric"] == k].set_index("model") for k in METRIC_KEYS}
+    plot_metric_bars(
+        models,
+        {LABELS[k]: [pick[k].loc[m, "mean"] for m in models] for k in METRIC_KEYS},
+        {LABELS[k]: [pick[k].loc[m, "std"] for m in models] for k in METRIC_KEYS},
+        path,
+        title=f"{params['dataset']}: {condition} {level}",
+    )
+    return path
+
+
+def _kind(params: Params, condition: str) -> str:
+    try:
+        return Condition.from_params(params, condition).kind
+    except Exception:  # a condition since removed from params: still report it
+        return "unknown"
+
+
+def _csv(path: Path, frame: pd.DataFrame) -> None:
+    with atomic_path(path, suffix=".csv") as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.6g")
+
+
+def _track(params: Params, files: list[Path]) -> None:
+    from robustmer.tracking import mlflow_run
+    from robustmer.tracking.lineage import git_tags
+
+    tags: dict[str, Any] = {"robustmer.stage": "report", **git_tags()}
+    with mlflow_run.model_run(params, "report", tags, {"dataset": str(params["dataset"])}) as run:
+        for path in files:
+            run.log_artifact(path, "report")

@@ -1,125 +1,286 @@
-"""`robustmer evaluate <model>`: predict every fold's held-out speakers with that fold's model.
+"""`robustmer evaluate <model> <condition>`: one cell of the robustness grid.
 
-Each sample lies in exactly one test fold, so the pooled predictions cover the dataset once.
-Outputs: the metrics JSON (a DVC metric: pooled, per fold, fold mean and std), the predictions
-CSV (one row per sample with class probabilities; DVC's confusion template reads it), the
-confusion PNG and a confusion CSV beside it; all are also logged to the training MLflow run.
+Every trained fold model (per training seed) predicts its held-out speakers under every level of
+the condition, reading the condition's stored records, so every model sees identical masks and
+noise. Feature noise is applied in the model's normalised input space (its fold's training
+statistics); raw-media levels swap in the re-extracted features before normalisation; missing
+modalities reach the model through `models.missing.forward`.
+
+Outputs: the tidy scores CSV (model, condition, level, level_value, fold, seed, metric, value;
+fold `all` = pooled over the folds), the metrics JSON (a DVC metric: per level, mean ± std over
+seeds of the pooled score and over (fold, seed) pairs), the predictions CSV, and the confusion
+matrix (PNG + CSV) of the first level; the level scores are also logged to the training MLflow run.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
+from robustmer import MODALITIES
 from robustmer.config import ModelSpec, Params, TrainConfig
+from robustmer.corruption.condition_store import ConditionStore
+from robustmer.corruption.feature_noise import noise_sample, schedule
 from robustmer.data.store import FeatureStore
 from robustmer.errors import DataError
-from robustmer.evaluation.metrics import (
-    METRIC_KEYS,
-    classification_metrics,
-    confusion_matrix,
-    mean_std,
-)
+from robustmer.evaluation.metrics import METRIC_KEYS, classification_metrics, confusion_matrix
 from robustmer.evaluation.plots import plot_confusion
 from robustmer.io import atomic_path, read_json, write_json
+from robustmer.models.missing import forward
 from robustmer.models.registry import architecture, build_model
 from robustmer.tracking import mlflow_run
 from robustmer.tracking.lineage import git_tags
 from robustmer.training.checkpoint import checkpoint_path, load_checkpoint
 from robustmer.training.data import (
+    FoldSplit,
     FoldTensors,
     ModelData,
     Normaliser,
+    iterate_batches,
     load_model_data,
     speaker_folds,
 )
-from robustmer.training.loop import configure_threads, predict_proba, resolve_device
+from robustmer.training.loop import configure_threads, resolve_device
 from robustmer.training.runner import SUMMARY_FILE
 
 log = logging.getLogger(__name__)
 
-_SPEC_KEYS = ("arch", "features", "hidden_dim", "dropout", "num_layers")
+_SPEC_KEYS = ("arch", "features", "hidden_dim", "dropout", "num_layers", "train_corruption")
+SCORE_COLUMNS = ("model", "condition", "level", "level_value", "fold", "seed", "metric", "value")
+EVAL_BATCH = 256
 
 
 def evaluate_model(
     params: Params,
     model_name: str,
+    condition: str,
     store_dir: Path,
     model_dir: Path,
-    metrics_path: Path,
-    predictions_path: Path,
-    confusion_path: Path,
+    condition_dir: Path,
+    out: dict[str, Path],
 ) -> dict[str, Any]:
-    """Evaluate all folds of `model_name`; return the metrics written to `metrics_path`."""
+    """Score `model_name` on every level of `condition`; write the files named in `out`.
+
+    `out` keys: metrics, scores, predictions, confusion_png, confusion_csv.
+    """
     spec = ModelSpec.from_params(params, model_name)
     cfg = TrainConfig.from_params(params)
-    model_dir = Path(model_dir)
-    summary = _read_summary(model_dir, model_name)
+    summary = _read_summary(Path(model_dir), model_name)
     store = FeatureStore(store_dir)
-    data = load_model_data(store, spec, frame_inputs=architecture(spec.arch).frame_inputs)
+    cond = ConditionStore(condition_dir)
+    cond.check_store(store)
+    frame_inputs = architecture(spec.arch).frame_inputs
+    data = load_model_data(store, spec, frame_inputs=frame_inputs)
     folds = speaker_folds(data.manifest, cfg.val_speakers, cfg.seed)
     device = resolve_device(cfg.device)
     configure_threads(cfg, device)
 
-    n_classes = len(data.classes)
-    probs = np.full((len(data), n_classes), np.nan, dtype=np.float64)
-    per_fold: dict[str, dict[str, float]] = {}
-    for split in folds:
-        path = checkpoint_path(model_dir, split.fold)
-        checkpoint = load_checkpoint(path, model_name)
-        _check_compatible(checkpoint["meta"], spec, data, split.test_speakers, path)
-        model = build_model(spec, data.input_dims, n_classes, data.levels)
-        try:
-            model.load_state_dict(checkpoint["state_dict"])
-        except RuntimeError as exc:
-            raise DataError(
-                f"{path}: weights do not fit model {model_name!r} ({exc}); "
-                f"run `robustmer train {model_name}`"
-            ) from exc
-        tensors = FoldTensors(data, Normaliser.from_state(checkpoint["normaliser"]), device)
-        fold_probs = predict_proba(model.to(device), tensors, split.test)
-        if not np.isnan(probs[split.test]).all():
-            raise DataError(f"fold {split.fold}: test samples already predicted by another fold")
-        probs[split.test] = fold_probs
-        per_fold[str(split.fold)] = classification_metrics(
-            data.labels[split.test], fold_probs.argmax(1), n_classes
-        )
-    if np.isnan(probs).any():
-        missing = data.manifest["sample_id"].iloc[int(np.flatnonzero(np.isnan(probs[:, 0]))[0])]
-        raise DataError(f"sample {missing!r} is in no test fold; check the manifest `fold` column")
+    scores: list[dict[str, Any]] = []
+    predictions: list[pd.DataFrame] = []
+    first_cm: np.ndarray | None = None
+    for level in cond.levels:
+        records = cond.level_records(level)
+        level_data = _with_overlay(data, cond.overlay(level), spec, frame_inputs)
+        level_value = float(records["level_value"].iloc[0])
+        for seed in cfg.seeds:
+            probs = np.full((len(records), len(data.classes)), np.nan)
+            fold_of_row = np.full(len(records), -1, dtype=np.int64)
+            for split in folds:
+                rows = np.flatnonzero(np.isin(records["sample_index"].to_numpy(), split.test))
+                model, normaliser = _load_fold(model_dir, spec, data, split, seed)
+                tensors = FoldTensors(level_data, normaliser, device)
+                probs[rows] = _predict(model.to(device), tensors, records.iloc[rows])
+                fold_of_row[rows] = split.fold
+                y = data.labels[records["sample_index"].to_numpy()[rows]]
+                metrics = classification_metrics(y, probs[rows].argmax(1), len(data.classes))
+                scores += _rows(model_name, cond.name, level, level_value, split.fold, seed,
+                                metrics)  # fmt: skip
+            if (fold_of_row < 0).any():
+                sample = records["sample_id"].iloc[int(np.flatnonzero(fold_of_row < 0)[0])]
+                raise DataError(f"sample {sample!r} is in no test fold; check the manifest folds")
+            y_all = data.labels[records["sample_index"].to_numpy()]
+            predicted = probs.argmax(1)
+            pooled = classification_metrics(y_all, predicted, len(data.classes))
+            scores += _rows(model_name, cond.name, level, level_value, "all", seed, pooled)
+            predictions.append(_predictions(data, records, probs, fold_of_row, seed))
+            if first_cm is None:
+                first_cm = confusion_matrix(y_all, predicted, len(data.classes))
 
-    predicted = probs.argmax(1)
-    pooled = classification_metrics(data.labels, predicted, n_classes)
-    fold_mean, fold_std = mean_std(list(per_fold.values()))
-    metrics: dict[str, Any] = {
-        "model": model_name,
-        **pooled,
-        "n_folds": len(per_fold),
-        "per_fold": per_fold,
-        "fold_mean": fold_mean,
-        "fold_std": fold_std,
-    }
-    cm = confusion_matrix(data.labels, predicted, n_classes)
-    write_json(metrics_path, metrics)
-    _write_predictions(predictions_path, data, probs, predicted)
-    confusion_csv = Path(confusion_path).with_suffix(".csv")
-    _write_confusion_csv(confusion_csv, cm, data.classes)
+    table = pd.DataFrame(scores, columns=list(SCORE_COLUMNS))
+    metrics = summarise(table, model_name, cond)
+    _write_csv(out["scores"], table)
+    write_json(out["metrics"], metrics)
+    _write_csv(out["predictions"], pd.concat(predictions, ignore_index=True))
+    assert first_cm is not None
+    _write_csv(
+        out["confusion_csv"],
+        pd.DataFrame(first_cm, index=pd.Index(data.classes, name="actual"), columns=data.classes),
+        index=True,
+    )
+    first = metrics["levels"][cond.levels[0]]
     plot_confusion(
-        cm, data.classes, Path(confusion_path),
-        title=f"{model_name}: WA {pooled['wa']:.3f}  UA {pooled['ua']:.3f}",
+        first_cm, data.classes, out["confusion_png"],
+        title=f"{model_name} / {cond.name} {cond.levels[0]}: UA {first['ua']:.3f}",
     )  # fmt: skip
-    _track(params, model_name, summary, metrics, per_fold,
-           [metrics_path, predictions_path, confusion_path, confusion_csv])  # fmt: skip
-    log.info(
-        "%s: WA %.4f UA %.4f WF1 %.4f MF1 %.4f over %d samples (%d folds)",
-        model_name, pooled["wa"], pooled["ua"], pooled["weighted_f1"], pooled["macro_f1"],
-        pooled["n_samples"], len(per_fold),
-    )  # fmt: skip
+    _track(params, model_name, cond.name, summary, metrics, list(out.values()))
+    for level, m in metrics["levels"].items():
+        log.info("%s / %s %s: UA %.4f ± %.4f  WA %.4f", model_name, cond.name, level,
+                 m["ua"], m["ua_std"], m["wa"])  # fmt: skip
     return metrics
+
+
+def summarise(table: pd.DataFrame, model_name: str, cond: ConditionStore) -> dict[str, Any]:
+    """Per level: pooled score mean/std over seeds, and mean/std over all (fold, seed) pairs."""
+    levels: dict[str, dict[str, float]] = {}
+    for level in cond.levels:
+        part = table[table["level"] == level]
+        entry: dict[str, float] = {}
+        for key in METRIC_KEYS:
+            pooled = part[(part["fold"] == "all") & (part["metric"] == key)]["value"]
+            folds = part[(part["fold"] != "all") & (part["metric"] == key)]["value"]
+            entry[key] = float(pooled.mean())
+            entry[f"{key}_std"] = float(pooled.std(ddof=0))
+            entry[f"{key}_fold_mean"] = float(folds.mean())
+            entry[f"{key}_fold_std"] = float(folds.std(ddof=0))
+        levels[level] = entry
+    return {
+        "model": model_name,
+        "condition": cond.name,
+        "kind": cond.kind,
+        "seeds": sorted(int(s) for s in table["seed"].unique()),
+        "n_folds": int(table.loc[table["fold"] != "all", "fold"].nunique()),
+        "levels": levels,
+    }
+
+
+def _rows(
+    model: str, condition: str, level: str, level_value: float, fold: int | str, seed: int,
+    metrics: dict[str, float],
+) -> list[dict[str, Any]]:  # fmt: skip
+    return [
+        {
+            "model": model,
+            "condition": condition,
+            "level": level,
+            "level_value": level_value,
+            "fold": str(fold),
+            "seed": seed,
+            "metric": key,
+            "value": metrics[key],
+        }
+        for key in METRIC_KEYS
+    ]
+
+
+def _with_overlay(
+    data: ModelData, overlay: FeatureStore | None, spec: ModelSpec, frame_inputs: bool
+) -> ModelData:
+    """`data` with the modalities re-extracted for this level swapped in."""
+    if overlay is None:
+        return data
+    names = set(overlay.feature_names())
+    features = {m: e for m, e in spec.features.items() if f"{m}/{e}" in names}
+    if not features:
+        return data
+    swapped = load_model_data(overlay, replace(spec, features=features), frame_inputs)
+    for m, x in swapped.inputs.items():
+        if x.dim != data.inputs[m].dim:
+            raise DataError(f"{overlay.root}: {x.feature} has dim {x.dim}, the clean store "
+                            f"{data.inputs[m].dim}; regenerate the condition")  # fmt: skip
+    return replace(data, inputs={**data.inputs, **swapped.inputs})
+
+
+def _load_fold(
+    model_dir: Path, spec: ModelSpec, data: ModelData, split: FoldSplit, seed: int
+) -> tuple[torch.nn.Module, Normaliser]:
+    path = checkpoint_path(Path(model_dir), split.fold, seed)
+    checkpoint = load_checkpoint(path, spec.name)
+    _check_compatible(checkpoint["meta"], spec, data, split.test_speakers, path)
+    model = build_model(spec, data.input_dims, len(data.classes), data.levels)
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as exc:
+        raise DataError(
+            f"{path}: weights do not fit model {spec.name!r} ({exc}); "
+            f"run `robustmer train {spec.name}`"
+        ) from exc
+    return model, Normaliser.from_state(checkpoint["normaliser"])
+
+
+@torch.no_grad()
+def _predict(model: torch.nn.Module, tensors: FoldTensors, records: pd.DataFrame) -> np.ndarray:
+    """Class probabilities for these record rows (missing modalities and feature noise applied)."""
+    model.eval()
+    modalities = [m for m in MODALITIES if m in tensors.values]
+    sample_index = records["sample_index"].to_numpy()
+    present = {m: records[f"present_{m}"].to_numpy(dtype=bool) for m in modalities}
+    noisy = [m for m in modalities if (records[f"t_{m}"] >= 0).any()]
+    out = []
+    for pos in iterate_batches(np.arange(len(records)), EVAL_BATCH):
+        inputs, lengths, _ = tensors.batch(sample_index[pos])
+        for m in noisy:
+            inputs[m] = _noisy(inputs[m], (lengths or {}).get(m), records.iloc[pos], m)
+        mask = None
+        if not all(present[m][pos].all() for m in modalities):
+            mask = {m: torch.as_tensor(present[m][pos], device=tensors.device) for m in modalities}
+        out.append(torch.softmax(forward(model, inputs, lengths, mask).float(), 1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, len(tensors.labels.unique())))
+
+
+def _noisy(
+    x: torch.Tensor, lengths: torch.Tensor | None, records: pd.DataFrame, modality: str
+) -> torch.Tensor:
+    """Each row's own deterministic noise (from its record seed) on its real frames only."""
+    x = x.clone()
+    rows = zip(records[f"t_{modality}"], records["seed"], records["schedule"],
+               records["num_steps"], records["noise_kind"], strict=True)  # fmt: skip
+    for j, (t, seed, sched, steps, kind) in enumerate(rows):
+        if t < 0:
+            continue
+        n = x.shape[1] if lengths is None or x.dim() == 2 else int(lengths[j])
+        part = x[j] if x.dim() == 2 else x[j, :n]
+        noisy = noise_sample(
+            part.cpu().numpy(), int(t), schedule(str(sched), int(steps)), str(kind),
+            seed=int(seed) + MODALITIES.index(modality),
+        )  # fmt: skip
+        if x.dim() == 2:
+            x[j] = torch.from_numpy(noisy).to(x)
+        else:
+            x[j, :n] = torch.from_numpy(noisy).to(x)
+    return x
+
+
+def _predictions(
+    data: ModelData, records: pd.DataFrame, probs: np.ndarray, folds: np.ndarray, seed: int
+) -> pd.DataFrame:
+    classes = np.asarray(data.classes)
+    index = records["sample_index"].to_numpy()
+    frame = pd.DataFrame(
+        {
+            "level": records["level"].to_numpy(),
+            "seed": seed,
+            "sample_id": records["sample_id"].to_numpy(),
+            "speaker": data.manifest["speaker"].to_numpy()[index],
+            "fold": folds,
+            **{f"present_{m}": records[f"present_{m}"].to_numpy() for m in MODALITIES},
+            "actual": classes[data.labels[index]],
+            "predicted": classes[probs.argmax(1)],
+        }
+    )
+    for i, name in enumerate(data.classes):
+        frame[f"prob_{name}"] = np.round(probs[:, i], 6)
+    return frame
+
+
+def _write_csv(path: Path, frame: pd.DataFrame, index: bool = False) -> None:
+    with atomic_path(path, suffix=".csv") as tmp:
+        frame.to_csv(tmp, index=index, float_format="%.6g")
 
 
 def _read_summary(model_dir: Path, model_name: str) -> dict[str, Any]:
@@ -162,43 +323,20 @@ def _check_compatible(
         )
 
 
-def _write_predictions(
-    path: Path, data: ModelData, probs: np.ndarray, predicted: np.ndarray
-) -> None:
-    classes = np.asarray(data.classes)
-    frame = pd.DataFrame(
-        {
-            "sample_id": data.manifest["sample_id"].to_numpy(),
-            "speaker": data.manifest["speaker"].to_numpy(),
-            "fold": data.manifest["fold"].to_numpy(),
-            "actual": classes[data.labels],
-            "predicted": classes[predicted],
-        }
-    )
-    for i, name in enumerate(data.classes):
-        frame[f"prob_{name}"] = np.round(probs[:, i], 6)
-    with atomic_path(path, suffix=".csv") as tmp:
-        frame.to_csv(tmp, index=False)
-
-
-def _write_confusion_csv(path: Path, cm: np.ndarray, classes: list[str]) -> None:
-    frame = pd.DataFrame(cm, index=pd.Index(classes, name="actual"), columns=classes)
-    with atomic_path(path, suffix=".csv") as tmp:
-        frame.to_csv(tmp)
-
-
 def _track(
     params: Params,
     model_name: str,
+    condition: str,
     summary: dict[str, Any],
     metrics: dict[str, Any],
-    per_fold: dict[str, dict[str, float]],
     artifacts: list[Path],
 ) -> None:
-    """Add test metrics and files to the parent run of training, per-fold ones to its folds."""
-    flat = {f"test_{k}": metrics[k] for k in METRIC_KEYS}
-    flat |= {f"test_{k}_fold_mean": metrics["fold_mean"][k] for k in METRIC_KEYS}
-    flat |= {f"test_{k}_fold_std": metrics["fold_std"][k] for k in METRIC_KEYS}
+    """Per-level scores and the files go to the parent MLflow run of the model's training."""
+    flat = {
+        f"eval/{condition}/{level}/{key}": value
+        for level, entry in metrics["levels"].items()
+        for key, value in entry.items()
+    }
     tags = {
         "robustmer.model": model_name,
         "robustmer.stage": "evaluate",
@@ -210,9 +348,4 @@ def _track(
     ) as run:
         run.log_metrics(flat)
         for path in artifacts:
-            run.log_artifact(Path(path), "evaluation")
-    for fold in summary.get("folds", []):
-        run_id, key = fold.get("mlflow_run_id"), str(fold.get("fold"))
-        if run_id and key in per_fold:
-            mlflow_run.log_to_run(params, run_id, {f"test_{k}": per_fold[key][k]
-                                                   for k in METRIC_KEYS})  # fmt: skip
+            run.log_artifact(Path(path), f"evaluation/{condition}")

@@ -46,7 +46,7 @@ def _media_paths(raw_dir: Path, frame: pd.DataFrame, column: str) -> list[Path] 
     return paths
 
 
-def _video_fps(path: Path) -> float | None:
+def video_fps(path: Path) -> float | None:
     import cv2
 
     cap = cv2.VideoCapture(str(path))
@@ -83,7 +83,7 @@ def extract(params: Params, raw_dir: Path, out_dir: Path) -> Path:
     video_paths = _media_paths(raw_dir, frame, "video_path")
     if video_paths:
         features += extract_video(
-            video_paths, cfg["video"], cfg["workers"], fps=_video_fps(video_paths[0])
+            video_paths, cfg["video"], cfg["workers"], fps=video_fps(video_paths[0])
         )
     if "text" in frame.columns:
         from robustmer.training.loop import resolve_device

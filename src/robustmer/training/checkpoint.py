@@ -1,8 +1,8 @@
 """Fold checkpoints: weights, normaliser and a plain-data description, nothing pickled.
 
-`fold_<k>.pt` is a dict of tensors, strings, numbers, lists and dicts only, so it loads with
-`torch.load(weights_only=True)`: opening a checkpoint can never run code, and it stays readable
-when classes in this package are renamed.
+`seed_<s>/fold_<k>.pt` (one per training seed and fold) is a dict of tensors, strings, numbers,
+lists and dicts only, so it loads with `torch.load(weights_only=True)`: opening a checkpoint can
+never run code, and it stays readable when classes in this package are renamed.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from robustmer.io import atomic_path
 CHECKPOINT_FORMAT = 1
 
 
-def checkpoint_path(model_dir: Path, fold: int) -> Path:
-    return Path(model_dir) / f"fold_{fold}.pt"
+def checkpoint_path(model_dir: Path, fold: int, seed: int) -> Path:
+    return Path(model_dir) / f"seed_{seed}" / f"fold_{fold}.pt"
 
 
 def save_checkpoint(

@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
+from robustmer import MODALITIES
 from robustmer.config import ModelSpec
 from robustmer.data.store import FeatureStore
 from robustmer.errors import DataError
@@ -65,6 +66,11 @@ class ModelData:
     @property
     def levels(self) -> dict[str, str]:
         return {m: x.level for m, x in self.inputs.items()}
+
+    @property
+    def modalities(self) -> list[str]:
+        """The modalities this model reads, in the canonical MODALITIES order."""
+        return [m for m in MODALITIES if m in self.inputs]
 
     @property
     def feature_names(self) -> list[str]:

@@ -19,7 +19,9 @@ import torch
 from torch import nn
 
 from robustmer.config import TrainConfig
+from robustmer.corruption.training import TrainingCorruption
 from robustmer.evaluation.metrics import classification_metrics
+from robustmer.models.missing import forward
 from robustmer.training.data import FoldTensors, iterate_batches
 
 log = logging.getLogger(__name__)
@@ -65,13 +67,15 @@ def fit(
     n_classes: int,
     seed: int,
     on_epoch: EpochCallback | None = None,
+    corruption: TrainingCorruption | None = None,
 ) -> FitResult:
     """Train with Adam; after each epoch score the validation rows and keep the best weights.
 
     The best epoch maximises `cfg.selection_metric` on validation (ties keep the earlier epoch);
     with `cfg.patience > 0` training stops once that many epochs pass without improvement.
     Epochs are numbered from 1; `on_epoch(epoch, metrics)` receives train_loss, val_loss and
-    val_<metric> for every epoch.
+    val_<metric> for every epoch. `corruption` (missing modalities or feature noise drawn per
+    batch from its own seed stream) applies to training batches only; validation stays clean.
     """
     device = tensors.device
     model.to(device)
@@ -91,9 +95,12 @@ def fit(
         total, count = 0.0, 0
         for idx in iterate_batches(train_idx, cfg.batch_size, generator):
             inputs, lengths, y = tensors.batch(idx)
+            present = None
+            if corruption is not None:
+                inputs, present = corruption(inputs)
             optimiser.zero_grad(set_to_none=True)
             with _autocast(device):
-                loss = loss_fn(model(inputs, lengths), y)
+                loss = loss_fn(forward(model, inputs, lengths, present), y)
             scaler.scale(loss).backward()
             scaler.step(optimiser)
             scaler.update()

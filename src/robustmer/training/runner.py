@@ -1,8 +1,9 @@
 """`robustmer train <model>`: speaker-independent cross-validation of one model from params.yaml.
 
-Per fold: fit the normaliser on the training speakers, train with early stopping on the
-validation speakers, save `fold_<k>.pt`. The folder also gets `train_summary.json` (best epochs,
-validation metrics, set sizes, MLflow run ids), which `robustmer evaluate` reads.
+Per training seed (`train.seeds`) and fold: fit the normaliser on the training speakers, train
+with early stopping on the validation speakers, save `seed_<s>/fold_<k>.pt`. The folder also
+gets `train_summary.json` (best epochs, validation metrics, set sizes, MLflow run ids), which
+`robustmer evaluate` reads.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import torch
 
 from robustmer.config import ModelSpec, Params, TrainConfig
+from robustmer.corruption.training import TrainingCorruption
 from robustmer.data.store import FeatureStore
 from robustmer.evaluation.metrics import METRIC_KEYS
 from robustmer.io import write_json
@@ -40,8 +42,9 @@ log = logging.getLogger(__name__)
 SUMMARY_FILE = "train_summary.json"
 
 
-def fold_seed(params: Params, model_name: str, fold: int) -> int:
-    return derive_seed(params["seed"], "train", model_name, fold)
+def fold_seed(params: Params, model_name: str, fold: int, replicate: int) -> int:
+    """The torch/shuffle seed of one (model, fold, training seed) run."""
+    return derive_seed(params["seed"], "train", model_name, fold, replicate)
 
 
 def run_params(params: Params, spec: ModelSpec) -> dict[str, str]:
@@ -71,7 +74,7 @@ def train_model(params: Params, model_name: str, store_dir: Path, out_dir: Path)
     configure_threads(cfg, device)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.glob("fold_*.pt"):
+    for stale in [*out_dir.glob("fold_*.pt"), *out_dir.glob("seed_*/fold_*.pt")]:
         stale.unlink()
 
     tags = {
@@ -83,7 +86,9 @@ def train_model(params: Params, model_name: str, store_dir: Path, out_dir: Path)
     started = time.perf_counter()
     with mlflow_run.model_run(params, model_name, tags, run_params(params, spec)) as parent:
         fold_summaries = [
-            _train_fold(params, spec, cfg, data, split, out_dir, device, tags) for split in folds
+            _train_fold(params, spec, cfg, data, split, replicate, out_dir, device, tags)
+            for replicate in cfg.seeds
+            for split in folds
         ]
         summary = {
             "model": model_name,
@@ -92,6 +97,7 @@ def train_model(params: Params, model_name: str, store_dir: Path, out_dir: Path)
             "features": data.feature_names,
             "features_hash": tags["robustmer.features_hash"],
             "selection_metric": cfg.selection_metric,
+            "seeds": list(cfg.seeds),
             "device": str(device),
             "mlflow_run_id": parent.run_id,
             "folds": fold_summaries,
@@ -112,13 +118,15 @@ def _train_fold(
     cfg: TrainConfig,
     data: ModelData,
     split: FoldSplit,
+    replicate: int,
     out_dir: Path,
     device: torch.device,
     tags: dict[str, str],
 ) -> dict[str, Any]:
-    seed = fold_seed(params, spec.name, split.fold)
+    seed = fold_seed(params, spec.name, split.fold, replicate)
     fold_params = {
         "fold": str(split.fold),
+        "train_seed": str(replicate),
         "fold_seed": str(seed),
         "n_train": str(len(split.train)),
         "n_val": str(len(split.val)),
@@ -126,16 +134,19 @@ def _train_fold(
         "val_speakers": ",".join(split.val_speakers),
         "test_speakers": ",".join(split.test_speakers),
     }
-    fold_tags = {**tags, "robustmer.fold": str(split.fold)}
+    fold_tags = {**tags, "robustmer.fold": str(split.fold), "robustmer.train_seed": str(replicate)}
     started = time.perf_counter()
-    with mlflow_run.fold_run(f"fold_{split.fold}", fold_tags, fold_params) as run:
+    run_name = f"seed_{replicate}_fold_{split.fold}"
+    with mlflow_run.fold_run(run_name, fold_tags, fold_params) as run:
         seed_everything(seed)
         normaliser = Normaliser.fit(data, split.train)
         tensors = FoldTensors(data, normaliser, device)
         model = build_model(spec, data.input_dims, len(data.classes), data.levels)
+        corruption = TrainingCorruption.from_spec(spec, data.modalities, seed)
         result = fit(
-            model, tensors, split.train, split.val, cfg, len(data.classes), seed, run.log_epoch
-        )
+            model, tensors, split.train, split.val, cfg, len(data.classes), seed, run.log_epoch,
+            corruption,
+        )  # fmt: skip
         meta = {
             "model": spec.name,
             "spec": asdict(spec),
@@ -144,6 +155,7 @@ def _train_fold(
             "levels": data.levels,
             "features": data.feature_names,
             "fold": split.fold,
+            "train_seed": replicate,
             "best_epoch": result.best_epoch,
             "epochs_run": result.epochs_run,
             "val_speakers": split.val_speakers,
@@ -151,7 +163,7 @@ def _train_fold(
             "norm_eps": NORM_EPS,
             "seed": seed,
         }
-        path = checkpoint_path(out_dir, split.fold)
+        path = checkpoint_path(out_dir, split.fold, replicate)
         save_checkpoint(path, result.state_dict, normaliser.state(), meta)
         run.log_metrics(
             {
@@ -162,14 +174,17 @@ def _train_fold(
         )
     seconds = time.perf_counter() - started
     log.info(
-        "%s fold %s: best epoch %d of %d, val %s %.4f (train %d / val %d / test %d) in %.1fs",
-        spec.name, split.fold, result.best_epoch, result.epochs_run, cfg.selection_metric,
+        "%s seed %s fold %s: best epoch %d of %d, val %s %.4f (train %d / val %d / test %d) "
+        "in %.1fs",
+        spec.name, replicate, split.fold, result.best_epoch, result.epochs_run,
+        cfg.selection_metric,
         result.best_metrics[f"val_{cfg.selection_metric}"], len(split.train), len(split.val),
         len(split.test), seconds,
     )  # fmt: skip
     return {
         "fold": split.fold,
-        "checkpoint": path.name,
+        "train_seed": replicate,
+        "checkpoint": path.relative_to(out_dir).as_posix(),
         "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
         "val": result.best_metrics,

@@ -1,0 +1,1 @@
+"""Evaluation conditions and training-time corruption: missing modalities and noise."""

@@ -1,0 +1,205 @@
+"""Raw-media conditions: corrupt each utterance's audio, video or transcript, then re-extract.
+
+For every level the corrupted media go to a scratch folder, the modality's extractors from
+params.yaml `extract` run on them exactly as on clean media, and the result is written as an
+overlay store (same manifest, only the re-extracted features). Evaluation reads the clean store
+and swaps in the overlay's features, so the rest of the pipeline is unchanged. A level that
+leaves a modality untouched (blur rate 1, fraction 0) reuses the clean features instead of
+re-encoding the media.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from robustmer.config import Params
+from robustmer.corruption import raw_noise
+from robustmer.corruption.conditions import Condition
+from robustmer.data.store import FeatureStore, StoreWriter
+from robustmer.errors import DataError
+from robustmer.features.base import ExtractedFeature, parallel_map
+
+log = logging.getLogger(__name__)
+
+BABBLE_TALKERS = 4
+
+
+def build_overlay(
+    params: Params,
+    cond: Condition,
+    records: pd.DataFrame,
+    store: FeatureStore,
+    out_dir: Path,
+) -> list[str]:
+    """Write the overlay store of one level into `out_dir`; return the feature names written."""
+    manifest = store.manifest
+    features: list[ExtractedFeature] = []
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".media-", dir=out_dir.parent) as scratch:
+        work = Path(scratch)
+        for modality in cond.raw_modalities:
+            if _is_identity(records, modality):
+                features += _clean_features(store, modality)
+            elif modality == "audio":
+                features += _noisy_audio(params, cond, records, manifest, work)
+            elif modality == "video":
+                features += _noisy_video(params, records, manifest, work)
+            else:
+                features += _noisy_text(params, cond, records, manifest)
+    writer = StoreWriter(out_dir, store.dataset, store.classes)
+    writer.write_manifest(manifest)
+    for feat in features:
+        writer.add_feature(feat.meta, feat.sequences)
+    writer.finalize(
+        {
+            "overlay_of": store.info["manifest_sha256"],
+            "condition": cond.name,
+            "level": str(records["level"].iloc[0]),
+        }
+    )
+    return sorted(f.meta.name for f in features)
+
+
+def _is_identity(records: pd.DataFrame, modality: str) -> bool:
+    if modality == "video":
+        return bool(
+            (records["blur_rate"] == 1).all() and (records["fraction"].fillna(0) == 0).all()
+        )
+    if modality == "text":
+        return bool((records["fraction"].fillna(0) == 0).all())
+    return False
+
+
+def _clean_features(store: FeatureStore, modality: str) -> list[ExtractedFeature]:
+    out = []
+    for name in store.feature_names():
+        if name.startswith(f"{modality}/"):
+            out.append(ExtractedFeature(store.meta(name), store.sequences(name)))
+    return out
+
+
+def _media(manifest: pd.DataFrame, column: str) -> list[Path]:
+    if column not in manifest.columns:
+        raise DataError(
+            f"the store's manifest has no `{column}`, so this dataset has no raw media to "
+            "corrupt; use feature-level conditions (missing_*, feature_noise) for it"
+        )
+    paths = [Path(p) for p in manifest[column]]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise DataError(
+            f"{len(missing)} raw media file(s) named in the store manifest are gone (first: "
+            f"{missing[0]}); re-run `robustmer acquire` so raw-noise conditions can read them"
+        )
+    return paths
+
+
+def _noisy_audio(
+    params: Params,
+    cond: Condition,
+    records: pd.DataFrame,
+    manifest: pd.DataFrame,
+    work: Path,
+) -> list[ExtractedFeature]:
+    from robustmer.features.audio import extract_audio
+
+    paths = _media(manifest, "audio_path")
+    clean = [raw_noise.read_audio(p) for p in paths]
+    rates = {rate for _, rate in clean}
+    if len(rates) != 1:
+        raise DataError(f"audio files have different sample rates {sorted(rates)}; resample them")
+    rate = rates.pop()
+    kind = str(records["noise_kind"].iloc[0])
+    folder = (
+        raw_noise.load_noise_folder(Path(cond.cfg["noise_folder"]), rate) if kind == "folder"
+        else None
+    )  # fmt: skip
+    speakers = manifest["speaker"].astype(str).to_numpy()
+    out_paths = []
+    for rec in records.itertuples(index=False):
+        i = int(rec.sample_index)
+        signal = clean[i][0]
+        draw = np.random.default_rng(int(rec.seed))
+        if kind == "white":
+            noise = raw_noise.white_noise(len(signal), draw)
+        elif kind == "pink":
+            noise = raw_noise.pink_noise(len(signal), draw)
+        elif kind == "babble":
+            others = np.flatnonzero(speakers != speakers[i])
+            chosen = draw.choice(others, size=min(BABBLE_TALKERS * 2, len(others)), replace=False)
+            noise = raw_noise.babble_noise(
+                [clean[j][0] for j in chosen], len(signal), draw, BABBLE_TALKERS
+            )
+        else:
+            assert folder is not None
+            noise = raw_noise.fit_noise_length(folder, len(signal), draw)
+        mixed, _ = raw_noise.mix_at_snr(signal, noise, float(rec.snr_db))
+        path = work / "audio" / f"{i:06d}.wav"
+        raw_noise.write_audio(path, mixed, rate)
+        out_paths.append(path)
+    return extract_audio(out_paths, params["extract"]["audio"], params["corrupt"]["workers"])
+
+
+def _corrupt_clip(job: tuple[str, str, int, str, float, int]) -> str:
+    """One clip: blur, drop frames or occlude as its record says; runs in a worker process."""
+    src, dst, blur, kind, fraction, seed = job
+    frames, fps = raw_noise.read_video(Path(src))
+    draw = np.random.default_rng(seed)
+    if blur != 1:
+        frames = raw_noise.blur_frames(frames, blur)
+    if kind == "video_frame_drop" and fraction > 0:
+        frames = raw_noise.drop_frames(frames, fraction, draw)
+    elif kind == "video_occlusion" and fraction > 0:
+        frames = raw_noise.occlude_frames(frames, fraction, draw)
+    raw_noise.write_video(Path(dst), frames, fps)
+    return dst
+
+
+def _noisy_video(
+    params: Params, records: pd.DataFrame, manifest: pd.DataFrame, work: Path
+) -> list[ExtractedFeature]:
+    from robustmer.features.extract import video_fps
+    from robustmer.features.video import extract_video
+
+    paths = _media(manifest, "video_path")
+    (work / "video").mkdir(parents=True, exist_ok=True)
+    jobs = [
+        (
+            str(paths[int(rec.sample_index)]),
+            str(work / "video" / f"{int(rec.sample_index):06d}.mp4"),
+            int(rec.blur_rate),
+            str(rec.kind),
+            0.0 if pd.isna(rec.fraction) else float(rec.fraction),
+            int(rec.seed),
+        )
+        for rec in records.itertuples(index=False)
+    ]
+    workers = params["corrupt"]["workers"]
+    out = [Path(p) for p in parallel_map(_corrupt_clip, jobs, workers, "corrupt video")]
+    cfg = params["extract"]["video"]
+    return extract_video(out, cfg, workers, fps=video_fps(paths[0]))
+
+
+def _noisy_text(
+    params: Params, cond: Condition, records: pd.DataFrame, manifest: pd.DataFrame
+) -> list[ExtractedFeature]:
+    from robustmer.features.text import extract_text
+    from robustmer.training.loop import resolve_device
+
+    texts = manifest["text"].fillna("").astype(str).tolist()
+    vocabulary = raw_noise.corpus_vocabulary(texts)
+    out = []
+    for rec in records.itertuples(index=False):
+        text = texts[int(rec.sample_index)]
+        draw = np.random.default_rng(int(rec.seed))
+        if cond.kind == "text_word_drop":
+            out.append(raw_noise.drop_words(text, float(rec.fraction), draw))
+        else:
+            out.append(raw_noise.substitute_words(text, float(rec.fraction), draw, vocabulary))
+    device = str(resolve_device(params["device"]))
+    return extract_text(out, params["extract"]["text"], device)

@@ -1,0 +1,79 @@
+"""Training-time corruption: the evaluation protocols' code, drawn per batch from its own seed.
+
+`models.<name>.train_corruption` in params.yaml picks one kind:
+
+- `missing_rate`: per-sample random drop at `rate` (at least one modality kept), as in the
+  `missing_rate` evaluation condition;
+- `missing_pattern`: one of the six MMIN/NMER patterns per sample (tri-modal models only);
+- `feature_noise`: with `probability`, a modality of a batch gets diffusion-style noise at one
+  timestep t ~ U{0..num_steps-1} shared by the batch (the NMER scheduler's rule).
+
+The generator is seeded from the fold's training seed and a name of its own, so adding
+corruption never shifts the weight initialisation or the batch order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from robustmer import MODALITIES
+from robustmer.config import ModelSpec
+from robustmer.corruption import masks
+from robustmer.corruption.feature_noise import add_noise, schedule
+from robustmer.errors import ConfigError
+from robustmer.seeding import derive_seed
+
+
+class TrainingCorruption:
+    """Callable `(inputs) -> (inputs, present)` applied to each training batch."""
+
+    def __init__(self, cfg: Mapping[str, Any], modalities: Sequence[str], seed: int):
+        self.kind = str(cfg["kind"])
+        self.cfg = dict(cfg)
+        self.modalities = [m for m in MODALITIES if m in modalities]
+        self.rng = np.random.default_rng(derive_seed(seed, "train_corruption"))
+        self.generator = torch.Generator().manual_seed(derive_seed(seed, "train_noise"))
+        if self.kind == "missing_pattern" and len(self.modalities) != len(MODALITIES):
+            raise ConfigError(
+                "train_corruption missing_pattern needs a model with audio, video and text "
+                f"(this one reads {self.modalities}); use missing_rate instead"
+            )
+        if self.kind == "feature_noise":
+            self.schedule = schedule(self.cfg["schedule"], self.cfg["num_steps"])
+
+    @classmethod
+    def from_spec(
+        cls, spec: ModelSpec, modalities: Sequence[str], seed: int
+    ) -> TrainingCorruption | None:
+        cfg = spec.train_corruption
+        if not cfg or cfg.get("kind", "none") == "none":
+            return None
+        return cls(cfg, modalities, seed)
+
+    def __call__(
+        self, inputs: Mapping[str, torch.Tensor]
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+        n = len(next(iter(inputs.values())))
+        if self.kind == "feature_noise":
+            return self._noise(inputs), None
+        if self.kind == "missing_rate":
+            present = masks.random_drop(n, self.cfg["rate"], self.rng, len(self.modalities))
+        else:
+            present = masks.random_pattern(n, self.rng)
+        device = next(iter(inputs.values())).device
+        return dict(inputs), {
+            m: torch.as_tensor(present[:, j], device=device) for j, m in enumerate(self.modalities)
+        }
+
+    def _noise(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = dict(inputs)
+        for m in self.modalities:
+            if self.rng.random() >= self.cfg["probability"]:
+                continue
+            t = int(self.rng.integers(0, self.schedule.num_steps))
+            out[m] = add_noise(inputs[m], t, self.schedule, self.cfg["noise"], self.generator)
+        return out
