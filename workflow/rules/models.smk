@@ -3,6 +3,7 @@
 
 rule corrupt:
     input:
+        raw=RAW,
         features=FEATURES,
         validated=VALIDATION_SUMMARY,
         code=code("corruption", "features"),
