@@ -24,7 +24,7 @@ from robustmer.training.data import (
     load_model_data,
     speaker_folds,
 )
-from robustmer.training.loop import configure_threads, fit, predict_proba, resolve_device
+from robustmer.training.loop import configure_threads, fit, predict_logits, resolve_device
 
 
 def model_data(store_dir: Path, params: dict[str, Any], name: str) -> tuple[ModelSpec, Any]:
@@ -129,7 +129,7 @@ def _fit_fold(store: Path, params: dict, name: str, seed: int = 11) -> tuple[Any
     tensors = FoldTensors(data, Normaliser.fit(data, fold.train), torch.device("cpu"))
     model = build_model(spec, data.input_dims, len(data.classes), data.levels)
     result = fit(model, tensors, fold.train, fold.val, cfg, len(data.classes), seed)
-    probs = predict_proba(model, tensors, fold.test)
+    probs = predict_logits(model, tensors, fold.test).numpy()
     acc = classification_metrics(data.labels[fold.test], probs.argmax(1), 4)["wa"]
     return result, acc
 

@@ -80,7 +80,7 @@ def test_outputs_follow_the_paths_module() -> None:
     conditions = params["corrupt"]["conditions"]
     expected |= {paths.corrupted_dir(ds, c) for c in conditions}
     for model in params["models"]:
-        expected.add(paths.model_dir(model))
+        expected |= {paths.model_dir(model), paths.pretrain_dir(model)}
         for c in conditions:
             expected |= {
                 paths.metrics_file(model, c),

@@ -26,7 +26,7 @@ app = typer.Typer(
     help="Reproducible multimodal emotion recognition under noise and missing modalities.",
 )
 
-STAGES = ("acquire", "extract", "validate", "corrupt", "train", "evaluate", "report")
+STAGES = ("acquire", "extract", "validate", "corrupt", "pretrain", "train", "evaluate", "report")
 ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="params.yaml to read")]
 
 
@@ -83,6 +83,19 @@ def corrupt(
 
 
 @app.command()
+def pretrain(
+    model: Annotated[str, typer.Argument(help="a model name from params.yaml `models`")],
+    params: ParamsOpt = DEFAULT_PARAMS,
+) -> None:
+    """Stage-1 pretraining on clean data (NMER) into models/MODEL.pretrain/."""
+    from robustmer.training.runner import pretrain_model
+
+    p = _params(params)
+    out = pretrain_model(p, model, paths.feature_dir(p["dataset"]), paths.pretrain_dir(model))
+    typer.echo(f"pretraining of {model} in {out}")
+
+
+@app.command()
 def train(
     model: Annotated[str, typer.Argument(help="a model name from params.yaml `models`")],
     params: ParamsOpt = DEFAULT_PARAMS,
@@ -91,7 +104,13 @@ def train(
     from robustmer.training.runner import train_model
 
     p = _params(params)
-    out = train_model(p, model, paths.feature_dir(p["dataset"]), paths.model_dir(model))
+    out = train_model(
+        p,
+        model,
+        paths.feature_dir(p["dataset"]),
+        paths.model_dir(model),
+        pretrain_dir=paths.pretrain_dir(model),
+    )
     typer.echo(f"trained {model} into {out}")
 
 

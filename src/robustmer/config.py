@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -44,9 +44,36 @@ def _with_defaults(validator_cls: type) -> type:
 _Validator = _with_defaults(jsonschema.Draft202012Validator)
 
 
+def preset(arch: str, name: str) -> dict[str, Any]:
+    """One named preset of an architecture (src/robustmer/models/presets/<arch>.yaml)."""
+    path = resources.files("robustmer").joinpath("models", "presets", f"{arch}.yaml")
+    if not path.is_file():
+        raise ConfigError(f"architecture {arch!r} has no presets")
+    presets = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if name not in presets:
+        raise ConfigError(f"{arch} preset {name!r} not found (known: {', '.join(presets)})")
+    return copy.deepcopy(presets[name])
+
+
+def expand_presets(raw: dict[str, Any]) -> dict[str, Any]:
+    """Fill model entries that name a `preset` with its values (the entry's own keys win)."""
+    out = copy.deepcopy(raw)
+    for entry in (out.get("models") or {}).values():
+        if isinstance(entry, dict) and entry.get("preset"):
+            base = preset(str(entry.get("arch")), str(entry["preset"]))
+            for key, value in entry.items():
+                if isinstance(value, dict) and isinstance(base.get(key), dict):
+                    base[key] = {**base[key], **value}
+                else:
+                    base[key] = value
+            entry.clear()
+            entry.update(base)
+    return out
+
+
 def validate_params(raw: dict[str, Any], source: str = "params") -> Params:
-    """Return a validated copy of `raw` with every default filled in; raise ConfigError if bad."""
-    params = copy.deepcopy(raw)
+    """Return a validated copy of `raw` with presets expanded and every default filled in."""
+    params = expand_presets(raw)
     # Two passes: the first fills defaults of nested objects created by outer defaults.
     validator = _Validator(schema())
     for _ in range(2):
@@ -81,7 +108,7 @@ def load_params(path: str | os.PathLike[str] = DEFAULT_PARAMS) -> Params:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation settings shared by every model of the backbone."""
+    """Optimisation settings: the `train` section, with a model's own overrides on top."""
 
     epochs: int
     batch_size: int
@@ -94,10 +121,22 @@ class TrainConfig:
     device: str
     seed: int
     seeds: tuple[int, ...] = (1,)
+    beta1: float = 0.9
+    decay_epochs: int = 0
+    grad_clip: float = 0.0
 
     @classmethod
-    def from_params(cls, params: Params) -> TrainConfig:
-        t = params["train"]
+    def from_params(
+        cls, params: Params, spec: ModelSpec | None = None, stage: str = "train"
+    ) -> TrainConfig:
+        """`stage` "train" applies `spec.train` overrides, "pretrain" applies `spec.pretrain`."""
+        t = dict(params["train"])
+        if spec is not None:
+            t.update((spec.pretrain if stage == "pretrain" else spec.train) or {})
+        if t.get("decay_epochs", 0) >= t["epochs"]:
+            raise ConfigError(
+                f"decay_epochs {t['decay_epochs']} must be below epochs {t['epochs']}"
+            )
         return cls(
             epochs=t["epochs"],
             batch_size=t["batch_size"],
@@ -110,6 +149,9 @@ class TrainConfig:
             device=params["device"],
             seed=params["seed"],
             seeds=tuple(t["seeds"]),
+            beta1=t.get("beta1", 0.9),
+            decay_epochs=t.get("decay_epochs", 0),
+            grad_clip=t.get("grad_clip", 0.0),
         )
 
 
@@ -124,6 +166,9 @@ class ModelSpec:
     dropout: float
     num_layers: int
     train_corruption: dict[str, Any] | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    pretrain: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_params(cls, params: Params, name: str) -> ModelSpec:
@@ -139,4 +184,7 @@ class ModelSpec:
             dropout=m["dropout"],
             num_layers=m["num_layers"],
             train_corruption=dict(m["train_corruption"]) if m.get("train_corruption") else None,
+            options=dict(m.get("options") or {}),
+            train=dict(m.get("train") or {}),
+            pretrain=dict(m.get("pretrain") or {}),
         )

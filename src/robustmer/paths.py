@@ -35,6 +35,11 @@ def model_dir(model: str) -> Path:
     return MODELS / model
 
 
+def pretrain_dir(model: str) -> Path:
+    """Stage-1 checkpoints (NMER); for one-stage models a note that there is none."""
+    return MODELS / f"{model}.pretrain"
+
+
 def corrupted_dir(dataset: str, condition: str) -> Path:
     return CORRUPTED / dataset / condition
 

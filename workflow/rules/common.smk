@@ -3,6 +3,10 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
+from robustmer.config import expand_presets
+
+# Model presets (models.<m>.preset) are expanded exactly as the CLI does before validating.
+config.update(expand_presets(config))
 validate(config, schema="../schemas/params.schema.yaml")
 
 DATASET = config["dataset"]

@@ -30,10 +30,39 @@ rule corrupt:
         "robustmer corrupt {wildcards.condition} > {log} 2>&1"
 
 
+rule pretrain:
+    input:
+        features=FEATURES,
+        validated=VALIDATION_SUMMARY,
+        code=code("models", "training", "tracking"),
+    output:
+        directory("models/{model}.pretrain"),
+    log:
+        "logs/pretrain/{model}.log",
+    conda:
+        "../envs/robustmer.yaml"
+    threads: config["train"]["num_threads"]
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        settings=lambda w: {
+            "seed": config["seed"],
+            "device": config["device"],
+            "cv": config["cv"],
+            "train": config["train"],
+            "model": config["models"][w.model],
+            "mlflow": config["mlflow"],
+        },
+    shell:
+        "robustmer pretrain {wildcards.model} > {log} 2>&1"
+
+
 rule train:
     input:
         features=FEATURES,
         validated=VALIDATION_SUMMARY,
+        pretrained="models/{model}.pretrain",
         code=code("models", "training", "corruption", "tracking"),
     output:
         directory("models/{model}"),

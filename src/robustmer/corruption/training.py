@@ -35,6 +35,7 @@ class TrainingCorruption:
         self.kind = str(cfg["kind"])
         self.cfg = dict(cfg)
         self.modalities = [m for m in MODALITIES if m in modalities]
+        self.seed = seed
         self.rng = np.random.default_rng(derive_seed(seed, "train_corruption"))
         self.generator = torch.Generator().manual_seed(derive_seed(seed, "train_noise"))
         if self.kind == "missing_pattern" and len(self.modalities) != len(MODALITIES):
@@ -68,6 +69,21 @@ class TrainingCorruption:
         return dict(inputs), {
             m: torch.as_tensor(present[:, j], device=device) for j, m in enumerate(self.modalities)
         }
+
+    def validation_masks(self, n: int) -> dict[str, np.ndarray] | None:
+        """Fixed masks for `n` validation rows (the same every epoch), or None for noise kinds.
+
+        Model selection then scores the model under the corruption it is trained for, as NMER
+        selects on its pattern-expanded validation set.
+        """
+        if self.kind == "feature_noise":
+            return None
+        draw = np.random.default_rng(derive_seed(self.seed, "validation_masks"))
+        if self.kind == "missing_rate":
+            present = masks.random_drop(n, self.cfg["rate"], draw, len(self.modalities))
+        else:
+            present = masks.random_pattern(n, draw)
+        return {m: present[:, j] for j, m in enumerate(self.modalities)}
 
     def _noise(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = dict(inputs)

@@ -34,6 +34,7 @@ from robustmer.evaluation.plots import plot_confusion
 from robustmer.io import atomic_path, read_json, write_json
 from robustmer.models.missing import forward
 from robustmer.models.registry import architecture, build_model
+from robustmer.seeding import derive_seed
 from robustmer.tracking import mlflow_run
 from robustmer.tracking.lineage import git_tags
 from robustmer.training.checkpoint import checkpoint_path, load_checkpoint
@@ -51,7 +52,9 @@ from robustmer.training.runner import SUMMARY_FILE
 
 log = logging.getLogger(__name__)
 
-_SPEC_KEYS = ("arch", "features", "hidden_dim", "dropout", "num_layers", "train_corruption")
+_SPEC_KEYS = (
+    "arch", "features", "hidden_dim", "dropout", "num_layers", "train_corruption", "options",
+)  # fmt: skip
 SCORE_COLUMNS = ("model", "condition", "level", "level_value", "fold", "seed", "metric", "value")
 EVAL_BATCH = 256
 
@@ -95,7 +98,10 @@ def evaluate_model(
                 rows = np.flatnonzero(np.isin(records["sample_index"].to_numpy(), split.test))
                 model, normaliser = _load_fold(model_dir, spec, data, split, seed)
                 tensors = FoldTensors(level_data, normaliser, device)
-                probs[rows] = _predict(model.to(device), tensors, records.iloc[rows])
+                # Common random numbers: the same draws under every condition and level, so a
+                # stochastic model's scores differ only by what the condition changed.
+                rng_seed = derive_seed(cfg.seed, "evaluate", seed, split.fold)
+                probs[rows] = _predict(model.to(device), tensors, records.iloc[rows], rng_seed)
                 fold_of_row[rows] = split.fold
                 y = data.labels[records["sample_index"].to_numpy()[rows]]
                 metrics = classification_metrics(y, probs[rows].argmax(1), len(data.classes))
@@ -214,8 +220,22 @@ def _load_fold(
 
 
 @torch.no_grad()
-def _predict(model: torch.nn.Module, tensors: FoldTensors, records: pd.DataFrame) -> np.ndarray:
-    """Class probabilities for these record rows (missing modalities and feature noise applied)."""
+def _predict(
+    model: torch.nn.Module, tensors: FoldTensors, records: pd.DataFrame, seed: int
+) -> np.ndarray:
+    """Class probabilities for these record rows (missing modalities and feature noise applied).
+
+    Models that sample at test time (NMER) draw from a torch RNG seeded with `seed`.
+    """
+    devices = [] if tensors.device.type == "cpu" else [tensors.device]
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        return _predict_rows(model, tensors, records)
+
+
+def _predict_rows(
+    model: torch.nn.Module, tensors: FoldTensors, records: pd.DataFrame
+) -> np.ndarray:
     model.eval()
     modalities = [m for m in MODALITIES if m in tensors.values]
     sample_index = records["sample_index"].to_numpy()

@@ -3,14 +3,20 @@
 A builder has the signature `build(spec, input_dims, n_classes, *, levels=None) -> nn.Module`;
 `levels` tells it which modalities arrive as frame sequences. `frame_inputs` says whether the
 architecture consumes frame sequences at all: if not, the data layer hands it utterance vectors
-(the frame mean) for frame-level features. New methods (NMER, IMDer, ...) register here.
+(the frame mean) for frame-level features. Methods with two stages (NMER) also give
+`build_stage1` (the model `robustmer pretrain` trains) and `prepare`, which initialises the
+model from the fold's stage-1 checkpoint and returns its training objective;
+`corrupted_validation` makes model selection use the training corruption's fixed masks.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+import torch
 from torch import nn
 
 from robustmer.config import ModelSpec
@@ -20,23 +26,39 @@ from robustmer.models.baselines import EarlyFusionMLP, MER2024Attention
 Builder = Callable[..., nn.Module]
 
 
+# (model, spec, stage-1 checkpoint path, data, device) -> training objective
+Prepare = Callable[..., Any]
+
+
 @dataclass(frozen=True)
 class Architecture:
     name: str
     build: Builder
     frame_inputs: bool
+    build_stage1: Builder | None = None
+    prepare: Prepare | None = None
+    corrupted_validation: bool = False
 
 
 _REGISTRY: dict[str, Architecture] = {}
 
 
-def register(name: str, *, frame_inputs: bool = False) -> Callable[[Builder], Builder]:
+def register(
+    name: str,
+    *,
+    frame_inputs: bool = False,
+    build_stage1: Builder | None = None,
+    prepare: Prepare | None = None,
+    corrupted_validation: bool = False,
+) -> Callable[[Builder], Builder]:
     """Decorator: make `build` available as `arch: <name>` in params.yaml."""
 
     def wrap(build: Builder) -> Builder:
         if name in _REGISTRY:
             raise ValueError(f"architecture {name!r} is registered twice")
-        _REGISTRY[name] = Architecture(name, build, frame_inputs)
+        _REGISTRY[name] = Architecture(
+            name, build, frame_inputs, build_stage1, prepare, corrupted_validation
+        )
         return build
 
     return wrap
@@ -99,3 +121,87 @@ def build_mer2024_attention(
         dropout=spec.dropout,
         levels=levels,
     )
+
+
+def stage1_objective(
+    model: nn.Module, inputs: Any, lengths: Any, y: torch.Tensor, present: Any
+) -> torch.Tensor:
+    """Stage-1 pretraining loss of a two-stage model (NMER: CE + CMD on clean data)."""
+    return model.training_loss(inputs, lengths, y)[0]
+
+
+_NMER_OPTIONS = {"residual", "vae_attention", "noise_kind", "noise_steps", "frame_pool"}
+
+
+def _nmer_options(spec: ModelSpec) -> dict[str, Any]:
+    unknown = set(spec.options) - _NMER_OPTIONS
+    if unknown:
+        raise ConfigError(
+            f"model {spec.name!r}: unknown nmer options {sorted(unknown)} "
+            f"(known: {sorted(_NMER_OPTIONS)})"
+        )
+    return dict(spec.options)
+
+
+def build_nmer_stage1(
+    spec: ModelSpec,
+    input_dims: dict[str, int],
+    n_classes: int,
+    *,
+    levels: Mapping[str, str] | None = None,
+) -> nn.Module:
+    from robustmer.models.nmer import NMERStage1
+
+    opts = _nmer_options(spec)
+    return NMERStage1(input_dims, dict(levels or {}), n_classes, hidden=spec.hidden_dim,
+                      dropout=spec.dropout, frame_pool=opts.get("frame_pool"))  # fmt: skip
+
+
+def prepare_nmer(
+    model: nn.Module, spec: ModelSpec, stage1_path: Path, data: Any, device: torch.device
+) -> Callable[..., torch.Tensor]:
+    """Kaiming init, stage-1 weights into the encoders, and a frozen stage-1 teacher."""
+    from robustmer.errors import DataError
+    from robustmer.models.nmer import kaiming_init
+    from robustmer.training.checkpoint import load_checkpoint
+
+    if not Path(stage1_path).is_file():
+        raise DataError(
+            f"{stage1_path}: stage-1 checkpoint not found; run `robustmer pretrain {spec.name}` "
+            f"(or `dvc repro pretrain@{spec.name}`) first"
+        )
+    state = load_checkpoint(Path(stage1_path), spec.name)["state_dict"]
+    teacher = build_nmer_stage1(spec, data.input_dims, len(data.classes), levels=data.levels)
+    teacher.load_state_dict(state)
+    teacher.to(device).eval()
+    for param in teacher.parameters():
+        param.requires_grad_(False)
+    kaiming_init(model)  # already done at construction; kept explicit as the released order
+    model.load_stage1(state)
+
+    def objective(
+        m: nn.Module, inputs: Any, lengths: Any, y: torch.Tensor, present: Any
+    ) -> torch.Tensor:
+        return m.training_loss(inputs, lengths, y, present, teacher)[0]
+
+    return objective
+
+
+@register(
+    "nmer",
+    frame_inputs=True,
+    build_stage1=build_nmer_stage1,
+    prepare=prepare_nmer,
+    corrupted_validation=True,
+)
+def build_nmer(
+    spec: ModelSpec,
+    input_dims: dict[str, int],
+    n_classes: int,
+    *,
+    levels: Mapping[str, str] | None = None,
+) -> nn.Module:
+    from robustmer.models.nmer import NMER
+
+    return NMER(input_dims, dict(levels or {}), n_classes, hidden=spec.hidden_dim,
+                **_nmer_options(spec))  # fmt: skip

@@ -27,6 +27,10 @@ from robustmer.training.data import FoldTensors, iterate_batches
 log = logging.getLogger(__name__)
 
 EpochCallback = Callable[[int, dict[str, float]], None]
+Present = dict[str, torch.Tensor] | None
+# (model, inputs, lengths, labels, present) -> scalar loss; the default is cross-entropy.
+Objective = Callable[[nn.Module, dict[str, torch.Tensor], Present, torch.Tensor, Present],
+                     torch.Tensor]  # fmt: skip
 
 
 def resolve_device(name: str) -> torch.device:
@@ -68,6 +72,8 @@ def fit(
     seed: int,
     on_epoch: EpochCallback | None = None,
     corruption: TrainingCorruption | None = None,
+    objective: Objective | None = None,
+    val_present: dict[str, np.ndarray] | None = None,
 ) -> FitResult:
     """Train with Adam; after each epoch score the validation rows and keep the best weights.
 
@@ -75,11 +81,27 @@ def fit(
     with `cfg.patience > 0` training stops once that many epochs pass without improvement.
     Epochs are numbered from 1; `on_epoch(epoch, metrics)` receives train_loss, val_loss and
     val_<metric> for every epoch. `corruption` (missing modalities or feature noise drawn per
-    batch from its own seed stream) applies to training batches only; validation stays clean.
+    batch from its own seed stream) applies to training batches; validation stays clean unless
+    `val_present` gives fixed per-row masks for the validation rows. `objective` replaces the
+    cross-entropy loss (NMER's CE + invariance + reconstruction + KL). Adam uses `cfg.beta1`;
+    with `cfg.decay_epochs` the LR stays constant, then decays linearly over the last epochs
+    (MMIN/NMER: lambda(e) = 1 - max(0, e + 1 - n_const) / (decay_epochs + 1), stepped per
+    epoch); `cfg.grad_clip` clips the gradient norm per sub-network when the model lists them.
     """
     device = tensors.device
     model.to(device)
-    optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimiser = torch.optim.Adam(
+        [p for p in model.parameters() if p.requires_grad],
+        lr=cfg.lr,
+        betas=(cfg.beta1, 0.999),
+        weight_decay=cfg.weight_decay,
+    )
+    scheduler = None
+    if cfg.decay_epochs:
+        constant = cfg.epochs - cfg.decay_epochs
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimiser, lambda e: 1.0 - max(0, e + 1 - constant) / (cfg.decay_epochs + 1)
+        )
     use_amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     loss_fn = nn.CrossEntropyLoss()
@@ -100,13 +122,21 @@ def fit(
                 inputs, present = corruption(inputs)
             optimiser.zero_grad(set_to_none=True)
             with _autocast(device):
-                loss = loss_fn(forward(model, inputs, lengths, present), y)
+                if objective is None:
+                    loss = loss_fn(forward(model, inputs, lengths, present), y)
+                else:
+                    loss = objective(model, inputs, lengths, y, present)
             scaler.scale(loss).backward()
+            if cfg.grad_clip:
+                scaler.unscale_(optimiser)
+                clip_gradients(model, cfg.grad_clip)
             scaler.step(optimiser)
             scaler.update()
             total += float(loss.detach()) * len(idx)
             count += len(idx)
-        logits = predict_logits(model, tensors, val_idx, cfg.batch_size)
+        if scheduler is not None:
+            scheduler.step()
+        logits = predict_logits(model, tensors, val_idx, cfg.batch_size, val_present, seed)
         y_val = tensors.labels[torch.as_tensor(val_idx, device=device)]
         val_loss = float(loss_fn(logits, y_val))
         scores = classification_metrics(
@@ -127,24 +157,43 @@ def fit(
     return FitResult(best_epoch, best_metrics, epoch, _to_cpu(best_state), history)
 
 
+def clip_gradients(model: nn.Module, max_norm: float) -> None:
+    """Clip the gradient norm of each sub-network separately (NMER) or of the whole model."""
+    parts = model.sub_networks() if hasattr(model, "sub_networks") else {"model": model}
+    for part in parts.values():
+        torch.nn.utils.clip_grad_norm_(part.parameters(), max_norm)
+
+
 @torch.no_grad()
 def predict_logits(
-    model: nn.Module, tensors: FoldTensors, indices: np.ndarray, batch_size: int = 256
+    model: nn.Module,
+    tensors: FoldTensors,
+    indices: np.ndarray,
+    batch_size: int = 256,
+    present: dict[str, np.ndarray] | None = None,
+    seed: int = 0,
 ) -> torch.Tensor:
-    """Float32 logits `[len(indices), C]` in eval mode (dropout off), in the order given."""
+    """Float32 logits `[len(indices), C]` in eval mode (dropout off), in the order given.
+
+    `present` holds per-row masks aligned with `indices`. Models that sample at test time
+    (NMER's noise and latent) draw from a torch RNG seeded with `seed`, forked so the caller's
+    random stream is untouched: the same weights give the same scores every time.
+    """
     model.eval()
     out = []
-    for idx in iterate_batches(indices, max(batch_size, 256)):
-        inputs, lengths, _ = tensors.batch(idx)
-        with _autocast(tensors.device):
-            out.append(model(inputs, lengths).float())
+    step = max(batch_size, 256)
+    with torch.random.fork_rng(devices=[] if tensors.device.type == "cpu" else [tensors.device]):
+        torch.manual_seed(seed)
+        for start, idx in zip(range(0, len(indices), step),
+                              iterate_batches(indices, step), strict=True):  # fmt: skip
+            inputs, lengths, _ = tensors.batch(idx)
+            mask = None
+            if present is not None:
+                mask = {m: torch.as_tensor(v[start : start + len(idx)], device=tensors.device)
+                        for m, v in present.items()}  # fmt: skip
+            with _autocast(tensors.device):
+                out.append(forward(model, inputs, lengths, mask).float())
     return torch.cat(out)
-
-
-def predict_proba(
-    model: nn.Module, tensors: FoldTensors, indices: np.ndarray, batch_size: int = 256
-) -> np.ndarray:
-    return torch.softmax(predict_logits(model, tensors, indices, batch_size), 1).cpu().numpy()
 
 
 def _autocast(device: torch.device) -> contextlib.AbstractContextManager:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +19,10 @@ import torch
 from robustmer.config import ModelSpec, Params, TrainConfig
 from robustmer.corruption.training import TrainingCorruption
 from robustmer.data.store import FeatureStore
+from robustmer.errors import ConfigError
 from robustmer.evaluation.metrics import METRIC_KEYS
 from robustmer.io import write_json
-from robustmer.models.registry import architecture, build_model
+from robustmer.models.registry import architecture, build_model, stage1_objective
 from robustmer.seeding import derive_seed, seed_everything
 from robustmer.tracking import mlflow_run
 from robustmer.tracking.lineage import lineage_tags
@@ -35,16 +36,19 @@ from robustmer.training.data import (
     load_model_data,
     speaker_folds,
 )
-from robustmer.training.loop import configure_threads, fit, resolve_device
+from robustmer.training.loop import Objective, configure_threads, fit, resolve_device
 
 log = logging.getLogger(__name__)
 
 SUMMARY_FILE = "train_summary.json"
+PRETRAIN_SUMMARY = "pretrain_summary.json"
 
 
-def fold_seed(params: Params, model_name: str, fold: int, replicate: int) -> int:
-    """The torch/shuffle seed of one (model, fold, training seed) run."""
-    return derive_seed(params["seed"], "train", model_name, fold, replicate)
+def fold_seed(
+    params: Params, model_name: str, fold: int, replicate: int, stage: str = "train"
+) -> int:
+    """The torch/shuffle seed of one (model, fold, training seed) run of a stage."""
+    return derive_seed(params["seed"], stage, model_name, fold, replicate)
 
 
 def run_params(params: Params, spec: ModelSpec) -> dict[str, str]:
@@ -62,10 +66,36 @@ def run_params(params: Params, spec: ModelSpec) -> dict[str, str]:
     )
 
 
-def train_model(params: Params, model_name: str, store_dir: Path, out_dir: Path) -> Path:
-    """Train every fold of `model_name`; return `out_dir` with the checkpoints and summary."""
+def pretrain_model(params: Params, model_name: str, store_dir: Path, out_dir: Path) -> Path:
+    """Stage-1 pretraining of every fold and seed (NMER); a note for architectures without one.
+
+    Every model gets the folder, so `train` can depend on it uniformly in DVC and Snakemake.
+    """
     spec = ModelSpec.from_params(params, model_name)
-    cfg = TrainConfig.from_params(params)
+    if architecture(spec.arch).build_stage1 is None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(out_dir / PRETRAIN_SUMMARY, {"model": model_name, "pretraining": "none"})
+        return out_dir
+    return train_model(params, model_name, store_dir, out_dir, stage="pretrain")
+
+
+def train_model(
+    params: Params,
+    model_name: str,
+    store_dir: Path,
+    out_dir: Path,
+    stage: str = "train",
+    pretrain_dir: Path | None = None,
+) -> Path:
+    """Train every fold and seed of `model_name` into `out_dir` (checkpoints and summary).
+
+    `stage="pretrain"` trains the architecture's stage-1 model with the `pretrain` settings;
+    `stage="train"` trains the model itself, initialised from `pretrain_dir` where the
+    architecture has a stage 1.
+    """
+    spec = ModelSpec.from_params(params, model_name)
+    cfg = TrainConfig.from_params(params, spec, stage)
     arch = architecture(spec.arch)
     store = FeatureStore(store_dir)
     data = load_model_data(store, spec, frame_inputs=arch.frame_inputs)
@@ -81,15 +111,13 @@ def train_model(params: Params, model_name: str, store_dir: Path, out_dir: Path)
         **lineage_tags(params, store, data.feature_names),
         "robustmer.model": model_name,
         "robustmer.arch": spec.arch,
-        "robustmer.stage": "train",
+        "robustmer.stage": stage,
     }
+    run_name = model_name if stage == "train" else f"{model_name}-{stage}"
     started = time.perf_counter()
-    with mlflow_run.model_run(params, model_name, tags, run_params(params, spec)) as parent:
-        fold_summaries = [
-            _train_fold(params, spec, cfg, data, split, replicate, out_dir, device, tags)
-            for replicate in cfg.seeds
-            for split in folds
-        ]
+    fold_run = FoldRun(params, spec, cfg, data, stage, out_dir, device, tags, pretrain_dir)
+    with mlflow_run.model_run(params, run_name, tags, run_params(params, spec)) as parent:
+        fold_summaries = [fold_run(split, replicate) for replicate in cfg.seeds for split in folds]
         summary = {
             "model": model_name,
             "arch": spec.arch,
@@ -107,23 +135,59 @@ def train_model(params: Params, model_name: str, store_dir: Path, out_dir: Path)
             for k in METRIC_KEYS
         }
         parent.log_metrics({**means, "train_seconds": time.perf_counter() - started})
-        write_json(out_dir / SUMMARY_FILE, summary)
-        parent.log_artifact(out_dir / SUMMARY_FILE)
+        summary_file = out_dir / (SUMMARY_FILE if stage == "train" else PRETRAIN_SUMMARY)
+        write_json(summary_file, summary)
+        parent.log_artifact(summary_file)
     return out_dir
 
 
-def _train_fold(
-    params: Params,
-    spec: ModelSpec,
-    cfg: TrainConfig,
-    data: ModelData,
-    split: FoldSplit,
-    replicate: int,
-    out_dir: Path,
-    device: torch.device,
-    tags: dict[str, str],
-) -> dict[str, Any]:
-    seed = fold_seed(params, spec.name, split.fold, replicate)
+@dataclass
+class FoldRun:
+    """Trains one (fold, seed) of a stage and returns its summary row."""
+
+    params: Params
+    spec: ModelSpec
+    cfg: TrainConfig
+    data: ModelData
+    stage: str
+    out_dir: Path
+    device: torch.device
+    tags: dict[str, str]
+    pretrain_dir: Path | None = None
+
+    def __call__(self, split: FoldSplit, replicate: int) -> dict[str, Any]:
+        return _train_fold(self, split, replicate)
+
+
+def _build(run: FoldRun, split: FoldSplit, replicate: int, seed: int) -> tuple[
+    torch.nn.Module, Objective | None, TrainingCorruption | None, dict[str, Any] | None
+]:  # fmt: skip
+    """The model, its objective, training corruption and validation masks for this stage."""
+    arch, spec, data = architecture(run.spec.arch), run.spec, run.data
+    n_classes = len(data.classes)
+    if run.stage == "pretrain":
+        assert arch.build_stage1 is not None
+        model = arch.build_stage1(spec, data.input_dims, n_classes, levels=data.levels)
+        return model, stage1_objective, None, None
+    model = build_model(spec, data.input_dims, n_classes, data.levels)
+    objective = None
+    if arch.prepare is not None:
+        if run.pretrain_dir is None:
+            raise ConfigError(f"{spec.name}: {spec.arch} needs its stage-1 pretraining folder")
+        path = checkpoint_path(run.pretrain_dir, split.fold, replicate)
+        objective = arch.prepare(model, spec, path, data, run.device)
+    corruption = TrainingCorruption.from_spec(spec, data.modalities, seed)
+    val_present = None
+    if corruption is not None and arch.corrupted_validation:
+        val_present = corruption.validation_masks(len(split.val))
+    return model, objective, corruption, val_present
+
+
+def _train_fold(run: FoldRun, split: FoldSplit, replicate: int) -> dict[str, Any]:
+    params, spec, cfg, data, out_dir, tags = (
+        run.params, run.spec, run.cfg, run.data, run.out_dir, run.tags,
+    )  # fmt: skip
+    seed = fold_seed(params, spec.name, split.fold, replicate, run.stage)
     fold_params = {
         "fold": str(split.fold),
         "train_seed": str(replicate),
@@ -137,15 +201,14 @@ def _train_fold(
     fold_tags = {**tags, "robustmer.fold": str(split.fold), "robustmer.train_seed": str(replicate)}
     started = time.perf_counter()
     run_name = f"seed_{replicate}_fold_{split.fold}"
-    with mlflow_run.fold_run(run_name, fold_tags, fold_params) as run:
+    with mlflow_run.fold_run(run_name, fold_tags, fold_params) as mlrun:
         seed_everything(seed)
         normaliser = Normaliser.fit(data, split.train)
-        tensors = FoldTensors(data, normaliser, device)
-        model = build_model(spec, data.input_dims, len(data.classes), data.levels)
-        corruption = TrainingCorruption.from_spec(spec, data.modalities, seed)
+        tensors = FoldTensors(data, normaliser, run.device)
+        model, objective, corruption, val_present = _build(run, split, replicate, seed)
         result = fit(
-            model, tensors, split.train, split.val, cfg, len(data.classes), seed, run.log_epoch,
-            corruption,
+            model, tensors, split.train, split.val, cfg, len(data.classes), seed, mlrun.log_epoch,
+            corruption, objective, val_present,
         )  # fmt: skip
         meta = {
             "model": spec.name,
@@ -156,6 +219,7 @@ def _train_fold(
             "features": data.feature_names,
             "fold": split.fold,
             "train_seed": replicate,
+            "stage": run.stage,
             "best_epoch": result.best_epoch,
             "epochs_run": result.epochs_run,
             "val_speakers": split.val_speakers,
@@ -165,7 +229,7 @@ def _train_fold(
         }
         path = checkpoint_path(out_dir, split.fold, replicate)
         save_checkpoint(path, result.state_dict, normaliser.state(), meta)
-        run.log_metrics(
+        mlrun.log_metrics(
             {
                 "best_epoch": result.best_epoch,
                 "epochs_run": result.epochs_run,
@@ -194,5 +258,5 @@ def _train_fold(
         "val_speakers": split.val_speakers,
         "test_speakers": split.test_speakers,
         "seconds": round(seconds, 3),
-        "mlflow_run_id": run.run_id,
+        "mlflow_run_id": mlrun.run_id,
     }
