@@ -129,6 +129,17 @@ def tiny_params_dict(**train: Any) -> dict[str, Any]:
     return validate_params(raw)
 
 
+def eval_outputs(results: Path, model: str, condition: str) -> dict[str, Path]:
+    """The files `evaluate_model` writes, laid out as robustmer.paths lays them out."""
+    return {
+        "metrics": results / "metrics" / model / f"{condition}.json",
+        "scores": results / "scores" / model / f"{condition}.csv",
+        "predictions": results / "predictions" / condition / f"{model}.csv",
+        "confusion_png": results / "plots" / condition / f"{model}_confusion.png",
+        "confusion_csv": results / "plots" / condition / f"{model}_confusion.csv",
+    }
+
+
 @pytest.fixture(scope="session")
 def store_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
     """Build a synthetic store in a fresh temporary folder: `store_factory(**kwargs)`."""

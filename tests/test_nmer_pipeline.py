@@ -38,13 +38,9 @@ def nmer_params() -> dict:
 
 
 def outputs(root: Path, condition: str) -> dict[str, Path]:
-    return {
-        "metrics": root / f"{condition}.json",
-        "scores": root / f"{condition}.csv",
-        "predictions": root / f"{condition}_pred.csv",
-        "confusion_png": root / f"{condition}.png",
-        "confusion_csv": root / f"{condition}_cm.csv",
-    }
+    from conftest import eval_outputs
+
+    return eval_outputs(root, "nmer", condition)
 
 
 @pytest.fixture(scope="module")

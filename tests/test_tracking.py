@@ -29,13 +29,9 @@ SEEDS = [1, 2]
 
 
 def outputs(results: Path, name: str, condition: str) -> dict[str, Path]:
-    return {
-        "metrics": results / "metrics" / name / f"{condition}.json",
-        "scores": results / "scores" / name / f"{condition}.csv",
-        "predictions": results / "predictions" / condition / f"{name}.csv",
-        "confusion_png": results / "plots" / condition / f"{name}_confusion.png",
-        "confusion_csv": results / "plots" / condition / f"{name}_confusion.csv",
-    }
+    from conftest import eval_outputs
+
+    return eval_outputs(results, name, condition)
 
 
 def evaluate(

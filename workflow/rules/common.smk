@@ -45,3 +45,9 @@ def code(*parts):
 localrules:
     all,
     report,
+
+
+def threads_of(model, stage="train"):
+    """A model's CPU threads: its own train/pretrain override, else train.num_threads."""
+    entry = config["models"][model].get(stage) or {}
+    return entry.get("num_threads", config["train"]["num_threads"])

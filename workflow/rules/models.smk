@@ -41,7 +41,7 @@ rule pretrain:
         "logs/pretrain/{model}.log",
     conda:
         "../envs/robustmer.yaml"
-    threads: config["train"]["num_threads"]
+    threads: lambda w: threads_of(w.model, "pretrain")
     resources:
         mem_mb=4000,
         runtime=60,
@@ -70,7 +70,7 @@ rule train:
         "logs/train/{model}.log",
     conda:
         "../envs/robustmer.yaml"
-    threads: config["train"]["num_threads"]
+    threads: lambda w: threads_of(w.model)
     resources:
         mem_mb=4000,
         runtime=60,

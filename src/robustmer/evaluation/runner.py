@@ -73,7 +73,7 @@ def evaluate_model(
     `out` keys: metrics, scores, predictions, confusion_png, confusion_csv.
     """
     spec = ModelSpec.from_params(params, model_name)
-    cfg = TrainConfig.from_params(params)
+    cfg = TrainConfig.from_params(params, spec)
     summary = _read_summary(Path(model_dir), model_name)
     store = FeatureStore(store_dir)
     cond = ConditionStore(condition_dir)
