@@ -96,6 +96,18 @@ def test_feature_noise_draws_a_timestep_per_row_and_modality() -> None:
         assert present_matrix(part).all()
 
 
+def test_feature_noise_patterns_noise_exactly_the_missing_modalities_of_each_pattern() -> None:
+    rec = records({"kind": "feature_noise", "levels": [40], "patterns": True}, n=7)
+    assert len(rec) == 7 * 6
+    assert list(rec["sample_index"]) == list(np.repeat(np.arange(7), 6))
+    assert present_matrix(rec).all()  # replaced by noise, not withheld
+    noised = rec[[f"t_{m}" for m in MODALITIES]].to_numpy() >= 0
+    expected = ~np.tile(np.asarray(list(masks.SIX_PATTERNS.values())), (7, 1))
+    assert (noised == expected).all()
+    assert rec[[f"t_{m}" for m in MODALITIES]].max().max() <= 39
+    assert (rec["num_steps"] == 40).all() and rec["seed"].is_unique
+
+
 def test_mer_noise_draws_snr_and_blur_per_clip() -> None:
     rec = records({"kind": "mer_noise"}, n=600)
     assert set(rec["snr_db"].unique()) == set(range(5, 11))

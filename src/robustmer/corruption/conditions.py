@@ -13,7 +13,9 @@ from the master seed, so every model is scored on identical masks and noise:
 - `seed`: this row's own seed; every random draw made for the row derives from it.
 
 Rows are samples in manifest order, except `missing_pattern`, whose level is a pattern and whose
-rows are the whole set once per pattern (the MMIN/NMER test set expanded 6x, results per pattern).
+rows are the whole set once per pattern (the MMIN/NMER test set expanded 6x, results per pattern),
+and `feature_noise` with `patterns: true` (NMER's WA-vs-T protocol), whose rows are each sample
+once per pattern with that pattern's missing modalities noised at intensity T.
 """
 
 from __future__ import annotations
@@ -162,14 +164,12 @@ def build_records(cond: Condition, manifest: pd.DataFrame, master_seed: int) -> 
             )
             _set_present(rec, present)
         elif cond.kind == "feature_noise":
-            steps = int(value)
-            if steps < 1:
-                raise ConfigError(f"condition {cond.name!r}: noise intensity T must be >= 1")
-            rec["noise_kind"], rec["schedule"], rec["num_steps"] = (
-                cond.cfg["noise"], cond.cfg["schedule"], steps,
-            )  # fmt: skip
+            if cond.cfg.get("patterns"):
+                frames.append(_noise_pattern_rows(cond, label, value, ids, master_seed))
+                continue
+            _set_noise(cond, rec, value)
             for m in cond.cfg["modalities"]:
-                rec[f"t_{m}"] = draw.integers(0, steps, size=n)
+                rec[f"t_{m}"] = draw.integers(0, int(value), size=n)
         elif cond.kind == "audio_noise":
             rec["noise_kind"], rec["snr_db"] = cond.cfg["noise"], value
         elif cond.kind == "video_blur":
@@ -225,6 +225,41 @@ def _pattern_rows(cond: Condition, label: str, ids: np.ndarray, master_seed: int
     rec = _base_rows(cond, label, math.nan, np.arange(len(ids)), ids, master_seed)
     present = np.tile(np.asarray(masks.SIX_PATTERNS[label], dtype=bool), (len(ids), 1))
     _set_present(rec, present)
+    return rec
+
+
+def _set_noise(cond: Condition, rec: pd.DataFrame, value: float) -> None:
+    steps = int(value)
+    if steps < 1 or steps != value:
+        raise ConfigError(f"condition {cond.name!r}: noise intensity T must be an integer >= 1")
+    rec["noise_kind"], rec["schedule"], rec["num_steps"] = (
+        cond.cfg["noise"], cond.cfg["schedule"], steps,
+    )  # fmt: skip
+
+
+def _noise_pattern_rows(
+    cond: Condition, label: str, value: float, ids: np.ndarray, master_seed: int
+) -> pd.DataFrame:
+    """NMER's test protocol at intensity T: the set once per pattern (row i is sample i // 6
+    with pattern i % 6), the pattern's missing modalities noised, every modality delivered.
+
+    Missing modalities are replaced by noise rather than withheld, so `present_*` stays True
+    and every model, NMER and the baselines alike, sees exactly the same noisy inputs.
+    """
+    n, k = len(ids), len(masks.SIX_PATTERNS)
+    index = np.repeat(np.arange(n), k)
+    rec = _base_rows(cond, label, value, index, ids, master_seed)
+    rec["seed"] = [
+        derive_seed(master_seed, "corrupt", cond.name, label, key, i % k)
+        for i, key in enumerate(rec["sample_id"])
+    ]
+    rec["seed"] = rec["seed"].astype(np.int64)
+    _set_noise(cond, rec, value)
+    missing = ~np.tile(np.asarray(list(masks.SIX_PATTERNS.values()), dtype=bool), (n, 1))
+    draw = rng(master_seed, "corrupt", cond.name, label)
+    for j, m in enumerate(MODALITIES):
+        t = draw.integers(0, int(value), size=len(rec))
+        rec[f"t_{m}"] = np.where(missing[:, j], t, -1).astype(np.int64)
     return rec
 
 
