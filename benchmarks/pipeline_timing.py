@@ -29,9 +29,11 @@ STAGE_RE = re.compile(r"Running stage '([^']+)'")
 TIME_RE = re.compile(r"\[robustmer\] (\w+) finished in ([0-9.]+) s")
 
 
-def _env() -> dict[str, str]:
+def _env(cwd: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    # The venv installs this checkout in editable mode; the clone must run its own code.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(cwd / "src"), env.get("PYTHONPATH")]))
     env.update(MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true", GX_ANALYTICS_ENABLED="false")
     env["ROBUSTMER_NO_PROGRESS"] = "1"
     return env
@@ -40,7 +42,7 @@ def _env() -> dict[str, str]:
 def _run(cmd: list[str], cwd: Path) -> tuple[float, str]:
     start = time.perf_counter()
     proc = subprocess.run(
-        cmd, cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        cmd, cwd=cwd, env=_env(cwd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     elapsed = time.perf_counter() - start
     if proc.returncode:

@@ -15,7 +15,7 @@ from robustmer import CLASSES_BUILTIN
 from robustmer.data.acquire import acquire
 from robustmer.data.builtin import generate_corpus
 from robustmer.data.builtin.transcripts import cue_phrases
-from robustmer.errors import ConfigError, DataError
+from robustmer.errors import ConfigError
 
 CFG = {
     "n_speakers": 4,
@@ -263,7 +263,7 @@ def test_acquire_dispatch(tmp_path: Path) -> None:
     }
     assert acquire(params, tmp_path / "raw") == tmp_path / "raw"
     assert (tmp_path / "raw" / "corpus.json").is_file()
-    with pytest.raises(DataError, match="unknown dataset"):
+    with pytest.raises(ConfigError, match="unknown dataset 'nope'; known datasets: builtin"):
         acquire({**params, "dataset": "nope"}, tmp_path / "nope")
 
 

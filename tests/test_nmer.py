@@ -292,13 +292,16 @@ def test_kaiming_init_zeroes_biases() -> None:
             assert mod.weight.std() > 0
 
 
-def test_sub_networks_cover_the_model() -> None:
-    model = NMER(DIMS, FRAME_AV, N_CLASSES)
+@pytest.mark.parametrize("stage", [1, 2])
+def test_sub_networks_cover_the_model_once(stage: int) -> None:
+    """Both stages clip per sub-network (the released optimiser); every weight in one part."""
+    model = NMERStage1(DIMS, FRAME_AV, N_CLASSES) if stage == 1 else NMER(DIMS, FRAME_AV, N_CLASSES)
     nets = model.sub_networks()
     expected = {f"{p}_{m}" for p in ("spec", "inv") for m in MODALITY_ORDER}
-    assert set(nets) == expected | {"shared", "vae", "classifier"}
-    covered = {id(p) for net in nets.values() for p in net.parameters()}
-    assert covered == {id(p) for p in model.parameters()}
+    heads = {"shared", "classifier"} | ({"vae"} if stage == 2 else set())
+    assert set(nets) == expected | heads
+    ids = [id(p) for net in nets.values() for p in net.parameters()]
+    assert len(ids) == len(set(ids)) and set(ids) == {id(p) for p in model.parameters()}
 
 
 # --- it learns ------------------------------------------------------------------------------

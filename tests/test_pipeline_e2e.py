@@ -36,8 +36,10 @@ def tiny_params() -> dict:
     params["acquire"]["builtin"].update(n_speakers=6, utterances_per_speaker=16, n_folds=3)
     params["train"].update(epochs=25, patience=8, seeds=[1, 2])
     params["models"] = {name: params["models"][name] for name in TINY_MODELS}
+    # ~50 training utterances per fold: small batches give NMER enough steps to learn.
     params["models"]["nmer"].update(
-        pretrain={"epochs": 10, "decay_epochs": 4}, train={"epochs": 12, "decay_epochs": 4}
+        pretrain={"epochs": 10, "decay_epochs": 4, "batch_size": 8},
+        train={"epochs": 12, "decay_epochs": 4, "batch_size": 8},
     )
     params["corrupt"]["conditions"] = TINY_CONDITIONS
     return params
@@ -133,9 +135,9 @@ def test_dvc_repro_runs_everything(dvc_run: Path) -> None:
     assert (dvc_run / "dvc.lock").is_file()
     # Four classes: chance is 0.25; the fusion baseline must be far above it.
     assert ua(got, "fusion_mlp", "clean", "clean") > 0.6, got["fusion_mlp/clean"]
-    # NMER runs end to end here; with ~50 training utterances per fold it only has to beat
-    # chance (its learning is tested in test_nmer_pipeline and measured on the default corpus).
-    assert ua(got, "nmer", "clean", "clean") > 0.25, got["nmer/clean"]
+    # NMER, both stages, on the built-in corpus: clearly above chance (0.25) even with ~50
+    # training utterances per fold (0.43 here; 0.83 on the default corpus).
+    assert ua(got, "nmer", "clean", "clean") > 0.33, got["nmer/clean"]
 
 
 def test_accuracy_falls_as_data_degrades(dvc_run: Path) -> None:

@@ -36,13 +36,51 @@ def _params(path: Path) -> Params:
 
 
 @app.command()
-def acquire(params: ParamsOpt = DEFAULT_PARAMS) -> None:
-    """Produce data/raw/<dataset>/ (the built-in corpus is generated from the seed)."""
+def acquire(
+    dataset: Annotated[
+        str | None, typer.Argument(help="dataset name (default: params.yaml `dataset`)")
+    ] = None,
+    source: Annotated[
+        Path | None,
+        typer.Option("--from", help="your copy, in the layout its authors distribute"),
+    ] = None,
+    params: ParamsOpt = DEFAULT_PARAMS,
+) -> None:
+    """Produce data/raw/<dataset>/: generate, check your copy, or download a public dataset."""
     from robustmer.data.acquire import acquire as run
+    from robustmer.data.registry import dataset_info
 
     p = _params(params)
-    out = run(p, paths.raw_dir(p["dataset"]))
-    typer.echo(f"acquired {p['dataset']} into {out}")
+    name = dataset or p["dataset"]
+    dataset_info(name)  # an unknown name fails here, listing the known ones
+    out = run({**p, "dataset": name}, paths.raw_dir(name), source)
+    typer.echo(f"acquired {name} into {out}")
+    if name != p["dataset"]:
+        typer.echo(f"set `dataset: {name}` in {params} to run the other stages on it")
+
+
+@app.command()
+def datasets(
+    name: Annotated[str | None, typer.Argument(help="show one dataset in full")] = None,
+) -> None:
+    """List the datasets of the registry, or show one: licence, citation, how to get it."""
+    from robustmer.data.registry import dataset_info, registry
+
+    if name is None:
+        for info in registry().values():
+            typer.echo(f"{info.name:18} {info.kind:9} {info.access:9} {info.title}")
+        return
+    info = dataset_info(name)
+    for key in ("title", "kind", "access", "licence", "citation", "url", "sha256", "protocol"):
+        value = getattr(info, key)
+        if value:
+            typer.echo(f"{key}: {value}")
+    if info.instructions:
+        typer.echo(f"how to get it: {info.instructions}")
+    for key, value in info.options.items():
+        typer.echo(f"option acquire.{name}.{key}: {value!r}")
+    for key, value in info.expected.items():
+        typer.echo(f"expected {key}: {value}")
 
 
 @app.command()

@@ -3,7 +3,14 @@
 
 rule acquire:
     input:
-        code=code("data/acquire.py", "data/builtin"),
+        code=code(
+            "data/acquire.py",
+            "data/registry.yaml",
+            "data/download.py",
+            "data/archive.py",
+            "data/adapters",
+            "data/builtin",
+        ),
     output:
         directory(RAW),
     log:
@@ -23,7 +30,7 @@ rule acquire:
 rule extract:
     input:
         raw=RAW,
-        code=code("features", "data/store.py"),
+        code=code("features", "data/store.py", "data/adapters", "data/safe_pickle.py"),
     output:
         directory(FEATURES),
     log:
@@ -40,7 +47,7 @@ rule extract:
 rule validate:
     input:
         features=FEATURES,
-        code=code("validation"),
+        code=code("validation", "data/registry.yaml"),
     output:
         summary=VALIDATION_SUMMARY,
         docs=directory(DATA_DOCS),

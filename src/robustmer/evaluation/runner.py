@@ -43,9 +43,9 @@ from robustmer.training.data import (
     FoldTensors,
     ModelData,
     Normaliser,
+    data_folds,
     iterate_batches,
     load_model_data,
-    speaker_folds,
 )
 from robustmer.training.loop import configure_threads, resolve_device
 from robustmer.training.runner import SUMMARY_FILE
@@ -80,15 +80,20 @@ def evaluate_model(
     cond.check_store(store)
     frame_inputs = architecture(spec.arch).frame_inputs
     data = load_model_data(store, spec, frame_inputs=frame_inputs)
-    folds = speaker_folds(data.manifest, cfg.val_speakers, cfg.seed)
+    folds = data_folds(data, cfg.val_speakers, cfg.seed)
     device = resolve_device(cfg.device)
     configure_threads(cfg, device)
 
     scores: list[dict[str, Any]] = []
     predictions: list[pd.DataFrame] = []
     first_cm: np.ndarray | None = None
+    # Only rows some fold tests are scored: official splits test one part, and an unlabelled
+    # pool is never tested.
+    tested = np.concatenate([split.test for split in folds])
     for level in cond.levels:
         records = cond.level_records(level)
+        records = records[np.isin(records["sample_index"].to_numpy(), tested)]
+        records = records.reset_index(drop=True)
         level_data = _with_overlay(data, cond.overlay(level), spec, frame_inputs)
         level_value = float(records["level_value"].iloc[0])
         for seed in cfg.seeds:

@@ -18,7 +18,7 @@ from robustmer.config import Params
 from robustmer.data.store import StoreWriter
 from robustmer.errors import DataError
 from robustmer.features.base import ExtractedFeature
-from robustmer.io import atomic_dir, read_json
+from robustmer.io import atomic_dir, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,8 @@ def video_fps(path: Path) -> float | None:
 def manifest_from_metadata(raw_dir: Path, frame: pd.DataFrame, source: str) -> pd.DataFrame:
     """Manifest columns of the store; media paths become relative to the project root."""
     manifest = frame.copy()
+    if "text" not in manifest.columns:
+        manifest["text"] = ""  # a corpus without transcripts (EmoDB, RAVDESS): no text feature
     if "source" not in manifest.columns:
         manifest["source"] = source
     for column in ("audio_path", "video_path"):
@@ -75,6 +77,9 @@ def extract(params: Params, raw_dir: Path, out_dir: Path) -> Path:
     from robustmer.features.video import extract_video
 
     cfg = params["extract"]
+    corpus_path = raw_dir / "corpus.json"
+    if corpus_path.is_file() and read_json(corpus_path).get("kind") == "pack":
+        return convert_pack(read_json(corpus_path), out_dir)
     frame, info = read_raw_corpus(raw_dir)
     features: list[ExtractedFeature] = []
     audio_paths = _media_paths(raw_dir, frame, "audio_path")
@@ -98,4 +103,21 @@ def extract(params: Params, raw_dir: Path, out_dir: Path) -> Path:
             writer.add_feature(feat.meta, feat.sequences)
             log.info("%s: dim %d, %d frames", feat.meta.name, feat.meta.dim, feat.meta.n_frames)
         writer.finalize({"raw_corpus": {"path": raw_dir.as_posix(), "info": info}})
+    return out_dir
+
+
+def convert_pack(corpus: dict[str, Any], out_dir: Path) -> Path:
+    """A feature pack's `extract`: convert the (unchanged) pack into the canonical store."""
+    from robustmer.data.acquire import check_unchanged
+    from robustmer.data.registry import dataset_info
+
+    info = dataset_info(corpus["dataset"])
+    source = check_unchanged(corpus)
+    with atomic_dir(out_dir) as tmp:
+        summary = info.adapter_fn()(source, tmp, corpus.get("options") or {})
+        store_info = read_json(tmp / "store.json")
+        provenance = {k: v for k, v in corpus.items() if k != "files"}
+        store_info["raw_corpus"] = {"path": source.as_posix(), "info": provenance}
+        write_json(tmp / "store.json", store_info)
+    log.info("converted %s into %s: %s", corpus["dataset"], out_dir, summary)
     return out_dir

@@ -231,6 +231,13 @@ class _Encoders(nn.Module):
         shared = {m: self.shared(self.inv[m](inputs[m])) for m in MODALITY_ORDER}
         return spec, shared
 
+    def sub_networks(self) -> dict[str, nn.Module]:
+        """Sub-networks whose gradient norms are clipped separately, as in the released code."""
+        nets: dict[str, nn.Module] = {f"spec_{m}": self.spec[m] for m in MODALITY_ORDER}
+        nets.update({f"inv_{m}": self.inv[m] for m in MODALITY_ORDER})
+        nets["shared"] = self.shared
+        return nets
+
     def _pooled(self, modality: str, x: torch.Tensor) -> torch.Tensor:
         """Mean over windows of `frame_pool[modality]` frames (MMIN's x10 downsampling analogue)."""
         k = self.frame_pool.get(modality, 1)
@@ -269,6 +276,9 @@ class NMERStage1(_Encoders):
         self, inputs: Inputs, lengths: Mapping[str, torch.Tensor] | None = None
     ) -> torch.Tensor:
         return self._logits(*self.encode(inputs))
+
+    def sub_networks(self) -> dict[str, nn.Module]:
+        return {**super().sub_networks(), "classifier": self.classifier}
 
     def training_loss(
         self, inputs: Inputs, lengths: Mapping[str, torch.Tensor] | None, y: torch.Tensor
@@ -457,11 +467,4 @@ class NMER(_Encoders):
         return total, {k: float(v.detach()) for k, v in parts.items()}
 
     def sub_networks(self) -> dict[str, nn.Module]:
-        """Sub-networks whose gradient norms are clipped separately, as in the released code."""
-        nets: dict[str, nn.Module] = {}
-        for m in MODALITY_ORDER:
-            nets[f"spec_{m}"] = self.spec[m]
-        for m in MODALITY_ORDER:
-            nets[f"inv_{m}"] = self.inv[m]
-        nets.update(shared=self.shared, vae=self.vae, classifier=self.classifier)
-        return nets
+        return {**super().sub_networks(), "vae": self.vae, "classifier": self.classifier}

@@ -1,7 +1,7 @@
 """From the feature store to tensors: labels, speaker-independent folds, normalisation, batches.
 
 Everything that decides which rows a model learns from lives here, so training and evaluation
-cannot disagree about folds or preprocessing: both call `load_model_data` and `speaker_folds`,
+cannot disagree about folds or preprocessing: both call `load_model_data` and `data_folds`,
 and the normaliser fitted on a fold's training rows travels inside that fold's checkpoint.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -22,6 +23,9 @@ from robustmer.errors import DataError
 from robustmer.seeding import rng
 
 NORM_EPS = 1e-6
+PROTOCOL_FILE = "protocol.parquet"
+ROLES = ("train", "val", "test")
+SPLITS = ("train", "valid", "test")
 
 
 @dataclass
@@ -55,9 +59,10 @@ class ModelData:
     """What one model reads from the store: its inputs, the labels and the protocol columns."""
 
     inputs: dict[str, ModalityInput]
-    labels: np.ndarray
-    manifest: pd.DataFrame  # sample_id, speaker, fold (int)
+    labels: np.ndarray  # class index per row; -1 for unlabelled rows (a semi-supervised pool)
+    manifest: pd.DataFrame  # sample_id, speaker, and fold (int) and/or split where the store has
     classes: list[str]
+    roles: pd.DataFrame | None = None  # protocol.parquet: sample_id, fold, role (explicit folds)
 
     @property
     def input_dims(self) -> dict[str, int]:
@@ -86,13 +91,17 @@ def load_model_data(store: FeatureStore, spec: ModelSpec, frame_inputs: bool) ->
     for column in ("sample_id", "speaker", "label"):
         if column not in manifest.columns:
             raise DataError(f"{store.root}/manifest.parquet: no `{column}` column")
-    if "fold" not in manifest.columns:
+    roles = read_roles(store.root)
+    if roles is None and "fold" not in manifest.columns and "split" not in manifest.columns:
         raise DataError(
-            f"{store.root}/manifest.parquet: no `fold` column; training uses speaker-independent "
-            "cross-validation over the manifest's folds (re-run `robustmer extract` or give the "
-            "dataset adapter a fold assignment)"
+            f"{store.root}/manifest.parquet: no `fold` or `split` column and no {PROTOCOL_FILE}; "
+            "the dataset adapter must give the protocol (re-run `robustmer acquire` and "
+            "`robustmer extract`)"
         )
-    labels = encode_labels(manifest, store.classes, source=f"{store.root}/manifest.parquet")
+    labels = encode_labels(
+        manifest, store.classes, source=f"{store.root}/manifest.parquet",
+        allow_unlabelled=bool(store.info.get("unlabelled")),
+    )  # fmt: skip
     inputs: dict[str, ModalityInput] = {}
     for modality, extractor in spec.features.items():
         name = f"{modality}/{extractor}"
@@ -104,14 +113,25 @@ def load_model_data(store: FeatureStore, spec: ModelSpec, frame_inputs: bool) ->
             inputs[modality] = ModalityInput(name, "utterance", store.utterance_matrix(name))
         _check_finite(inputs[modality], manifest, store.root)
     protocol = manifest[["sample_id", "speaker"]].astype(str).copy()
-    protocol["fold"] = _fold_column(manifest, store.root)
-    return ModelData(inputs, labels, protocol, store.classes)
+    if "fold" in manifest.columns:
+        protocol["fold"] = _fold_column(manifest, store.root, labelled=labels >= 0)
+    if "split" in manifest.columns:
+        protocol["split"] = manifest["split"].astype(str).to_numpy()
+    return ModelData(inputs, labels, protocol, store.classes, roles)
 
 
-def encode_labels(manifest: pd.DataFrame, classes: list[str], source: str) -> np.ndarray:
-    """Manifest `label` names -> class indices in `classes` order; unknown names are an error."""
+def encode_labels(
+    manifest: pd.DataFrame, classes: list[str], source: str, allow_unlabelled: bool = False
+) -> np.ndarray:
+    """Manifest `label` names -> class indices in `classes` order; unknown names are an error.
+
+    An empty label marks an unlabelled sample (index -1), allowed only in stores that declare
+    an unlabelled pool, so a forgotten label elsewhere is still caught.
+    """
     index = {c: i for i, c in enumerate(classes)}
     labels = manifest["label"].map(index)
+    if allow_unlabelled:
+        labels = labels.where(manifest["label"].astype(str) != "", -1)
     bad = labels.isna()
     if bad.any():
         row = manifest[bad].iloc[0]
@@ -133,6 +153,104 @@ class FoldSplit:
     test: np.ndarray
     val_speakers: list[str]
     test_speakers: list[str]
+
+
+def data_folds(data: ModelData, val_speakers: int, seed: int) -> list[FoldSplit]:
+    """The dataset's evaluation protocol as fold splits over labelled rows.
+
+    In order of precedence: explicit per-fold roles (`protocol.parquet`, e.g. the MMIN target
+    files or MERTools CV), speaker-independent CV over the manifest `fold` column, or the
+    official train/valid/test `split` as one fold (fold 0). Unlabelled rows are never used.
+    """
+    labelled = data.labels >= 0
+    if data.roles is not None:
+        return role_folds(data.manifest, data.roles, labelled)
+    if "fold" in data.manifest.columns:
+        rows = np.flatnonzero(labelled)
+        splits = speaker_folds(data.manifest.iloc[rows].reset_index(drop=True), val_speakers, seed)
+        return [
+            FoldSplit(
+                s.fold, rows[s.train], rows[s.val], rows[s.test], s.val_speakers, s.test_speakers
+            )
+            for s in splits
+        ]
+    return [split_fold(data.manifest, labelled)]
+
+
+def split_fold(manifest: pd.DataFrame, labelled: np.ndarray) -> FoldSplit:
+    """Official train/valid/test splits as fold 0 (speakers may recur across splits)."""
+    split = manifest["split"].astype(str).to_numpy()
+    unknown = sorted(set(split[labelled]) - set(SPLITS))
+    if unknown:
+        raise DataError(
+            f"manifest `split` has values {unknown}; expected {list(SPLITS)} (or "
+            "`unlabelled` for the semi-supervised pool)"
+        )
+    parts = {name: np.flatnonzero((split == name) & labelled) for name in SPLITS}
+    for name, rows in parts.items():
+        if name != "valid" and len(rows) == 0:
+            raise DataError(f"manifest `split` has no {name!r} rows; the protocol needs them")
+    speakers = manifest["speaker"].astype(str).to_numpy()
+    return FoldSplit(
+        fold=0,
+        train=parts["train"],
+        val=parts["valid"],
+        test=parts["test"],
+        val_speakers=sorted(set(speakers[parts["valid"]].tolist())),
+        test_speakers=sorted(set(speakers[parts["test"]].tolist())),
+    )
+
+
+def role_folds(
+    manifest: pd.DataFrame, roles: pd.DataFrame, labelled: np.ndarray
+) -> list[FoldSplit]:
+    """Per-fold train/val/test rows from an explicit roles table."""
+    index = pd.Series(np.arange(len(manifest)), index=manifest["sample_id"].astype(str))
+    if not index.index.is_unique:
+        raise DataError("manifest sample ids are not unique; rebuild the store")
+    ids = roles["sample_id"].astype(str)
+    unknown = ~ids.isin(index.index)
+    if unknown.any():
+        raise DataError(
+            f"{PROTOCOL_FILE} names sample {ids[unknown].iloc[0]!r}, which is not in the "
+            f"manifest ({int(unknown.sum())} such rows); rebuild the store"
+        )
+    rows = index[ids].to_numpy()
+    if not labelled[rows].all():
+        raise DataError(f"{PROTOCOL_FILE} uses an unlabelled sample; rebuild the store")
+    speakers = manifest["speaker"].astype(str).to_numpy()
+    splits = []
+    for fold in sorted(roles["fold"].unique().tolist()):
+        in_fold = (roles["fold"] == fold).to_numpy()
+        part = {r: np.sort(rows[in_fold & (roles["role"] == r).to_numpy()]) for r in ROLES}
+        if len(part["train"]) == 0 or len(part["test"]) == 0:
+            raise DataError(f"{PROTOCOL_FILE}: fold {fold} has no train or no test rows")
+        splits.append(
+            FoldSplit(
+                fold=int(fold),
+                train=part["train"],
+                val=part["val"],
+                test=part["test"],
+                val_speakers=sorted(set(speakers[part["val"]].tolist())),
+                test_speakers=sorted(set(speakers[part["test"]].tolist())),
+            )
+        )
+    return splits
+
+
+def read_roles(root: Path) -> pd.DataFrame | None:
+    """The store's explicit per-fold protocol, if it has one."""
+    path = Path(root) / PROTOCOL_FILE
+    if not path.is_file():
+        return None
+    roles = pd.read_parquet(path)
+    missing = {"sample_id", "fold", "role"} - set(roles.columns)
+    if missing:
+        raise DataError(f"{path}: lacks columns {sorted(missing)}; rebuild the store")
+    bad = sorted(set(roles["role"].astype(str)) - set(ROLES))
+    if bad:
+        raise DataError(f"{path}: unknown roles {bad}; expected {list(ROLES)}")
+    return roles
 
 
 def speaker_folds(manifest: pd.DataFrame, val_speakers: int, seed: int) -> list[FoldSplit]:
@@ -260,8 +378,9 @@ def iterate_batches(
         yield order[start : start + batch_size]
 
 
-def _fold_column(manifest: pd.DataFrame, root: object) -> np.ndarray:
-    folds = manifest["fold"]
+def _fold_column(manifest: pd.DataFrame, root: object, labelled: np.ndarray) -> np.ndarray:
+    """The `fold` column as int64 (-1 for unlabelled rows, which belong to no fold)."""
+    folds = manifest["fold"].where(labelled, -1)
     if folds.isna().any():
         sample = manifest.loc[folds.isna(), "sample_id"].iloc[0]
         raise DataError(f"{root}/manifest.parquet: sample {sample!r} has no fold")

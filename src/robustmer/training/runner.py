@@ -33,8 +33,8 @@ from robustmer.training.data import (
     FoldTensors,
     ModelData,
     Normaliser,
+    data_folds,
     load_model_data,
-    speaker_folds,
 )
 from robustmer.training.loop import Objective, configure_threads, fit, resolve_device
 
@@ -99,7 +99,7 @@ def train_model(
     arch = architecture(spec.arch)
     store = FeatureStore(store_dir)
     data = load_model_data(store, spec, frame_inputs=arch.frame_inputs)
-    folds = speaker_folds(data.manifest, cfg.val_speakers, cfg.seed)
+    folds = data_folds(data, cfg.val_speakers, cfg.seed)
     device = resolve_device(cfg.device)
     configure_threads(cfg, device)
     out_dir = Path(out_dir)

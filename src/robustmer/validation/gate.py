@@ -43,9 +43,12 @@ def run_gate(
 
     start = time.perf_counter()
     # GX is imported only here: it takes seconds, and no other stage needs it.
+    from robustmer.validation.dataset_facts import dataset_facts
     from robustmer.validation.suite import build_suites
 
-    suites = build_suites(tables, params, store.classes)
+    suites = build_suites(
+        tables, params, store.classes, dataset_facts(store), bool(store.info.get("unlabelled"))
+    )
     outcomes = _run_with_docs(suites, _gx_name(store.dataset), docs_dir)
     failures = collect_failures(outcomes, tables)
     log.info(

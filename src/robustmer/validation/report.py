@@ -196,6 +196,7 @@ def _noun(table: str, n: int) -> str:
         "features": "feature",
         "speakers": "speaker",
         "classes": "class",
+        "dataset": "fact",
     }.get(table, "row")
     if n == 1:
         return singular

@@ -50,21 +50,47 @@ class TableSuite:
 
 
 def build_suites(
-    tables: StoreTables, params: dict[str, Any], classes: list[str]
+    tables: StoreTables,
+    params: dict[str, Any],
+    classes: list[str],
+    facts: pd.DataFrame | None = None,
+    unlabelled: bool = False,
 ) -> list[TableSuite]:
-    """All suites for a store; the speakers suite only when the manifest has folds."""
+    """All suites for a store; the speakers suite only when the manifest has folds, the
+    dataset suite when the registry expects facts of this dataset.
+
+    `unlabelled`: the store declares a semi-supervised pool, whose samples carry label "".
+    """
     cfg = params["validate"]
     suites = [
-        _samples_suite(tables, classes, float(cfg["max_abs_value"])),
+        _samples_suite(tables, classes, float(cfg["max_abs_value"]), unlabelled),
         _features_suite(tables),
         _classes_suite(tables, int(cfg["min_samples_per_class"])),
     ]
     if tables.speakers is not None:
         suites.append(_speakers_suite(tables.speakers))
+    if facts is not None and len(facts):
+        suites.append(_dataset_suite(facts))
     return suites
 
 
-def _samples_suite(tables: StoreTables, classes: list[str], max_abs: float) -> TableSuite:
+def _dataset_suite(facts: pd.DataFrame) -> TableSuite:
+    s = TableSuite("dataset", facts, "fact", context_columns=("expected", "actual"))
+    s.add(
+        gxe.ExpectColumnPairValuesToBeEqual,
+        "the dataset matches the registry's facts (counts, classes, folds, dims, protocol)",
+        "the copy is incomplete, a different release, or converted with other options: compare "
+        "it with the dataset's instructions (`robustmer datasets NAME`), then re-run "
+        "`robustmer acquire` and `robustmer extract`",
+        column_A="expected",
+        column_B="actual",
+    )
+    return s
+
+
+def _samples_suite(
+    tables: StoreTables, classes: list[str], max_abs: float, unlabelled: bool = False
+) -> TableSuite:
     s = TableSuite("samples", tables.samples, "sample_id")
     s.add(
         gxe.ExpectColumnValuesToBeUnique,
@@ -86,7 +112,7 @@ def _samples_suite(tables: StoreTables, classes: list[str], max_abs: float) -> T
         f"fix the label in the source metadata (declared classes: {', '.join(classes)}) or "
         "declare the class in the corpus classes, then " + REEXTRACT,
         column="label",
-        value_set=list(classes),
+        value_set=[*classes, ""] if unlabelled else list(classes),
     )
     for feature, level in tables.feature_levels.items():
         s.add(

@@ -263,6 +263,7 @@ def _speaker_table(manifest: pd.DataFrame) -> pd.DataFrame | None:
     if "fold" not in manifest.columns or "speaker" not in manifest.columns:
         return None
     rows = manifest[["speaker", "fold"]].dropna()
+    rows = rows[rows["fold"] >= 0]  # -1: in no test fold (an unlabelled pool)
     grouped = rows.groupby("speaker", sort=True)["fold"]
     return pd.DataFrame(
         {

@@ -1,0 +1,1 @@
+"""Dataset adapters: a user's copy, in its distributed layout, to the pipeline's formats."""

@@ -1,0 +1,205 @@
+"""The raw corpus layout every raw-corpus adapter writes, and the helpers they share.
+
+An adapter reads a user's copy of a corpus in place and writes only `out_dir/metadata.csv` (one
+row per utterance, absolute media paths plus their sha256, so a changed copy changes the DVC hash)
+and `out_dir/corpus.json` (classes, protocol, provenance). Media are never copied: the licences of
+most corpora forbid redistribution, and the `extract` stage reads them where they are.
+
+Adapters read and check everything before writing, so a `DataError` (which names the file and the
+fix) leaves `out_dir` as it was.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from robustmer.errors import ConfigError, DataError
+from robustmer.io import atomic_path, sha256_file, write_json
+
+SPLITS = ("train", "valid", "test")
+MAX_LISTED = 20  # skipped files / problems listed by name; the rest are counted
+
+
+class SkipLog:
+    """Files an adapter left out, with the reason; corpus.json lists the first few by name."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[str, str]] = []
+
+    def add(self, path: Path | str, reason: str) -> None:
+        self.entries.append((Path(path).as_posix(), reason))
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def report(self) -> dict[str, Any]:
+        shown = [{"path": p, "reason": r} for p, r in self.entries[:MAX_LISTED]]
+        return {"count": len(self.entries), "files": shown}
+
+
+def resolve_options(
+    adapter: str, options: Mapping[str, Any] | None, defaults: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Defaults overlaid with the user's options; an unknown key (a typo) is a ConfigError."""
+    given = dict(options or {})
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise ConfigError(
+            f"{adapter}: unknown option(s) {unknown}; known options: {', '.join(sorted(defaults))}"
+        )
+    return {**defaults, **given}
+
+
+def option_int(adapter: str, name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(
+            f"{adapter}: option {name} must be an integer >= {minimum}, got {value!r}"
+        )
+    return value
+
+
+def option_bool(adapter: str, name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{adapter}: option {name} must be true or false, got {value!r}")
+    return value
+
+
+def round_robin_folds(
+    speakers: Iterable[str],
+    n_folds: int,
+    *,
+    strata: Mapping[str, str] | None = None,
+    where: str = "",
+) -> dict[str, int]:
+    """Speaker -> fold: speakers sorted (stratum by stratum when given) and dealt in turn.
+
+    Dealing one stratum after the other with one running counter keeps every fold's size and
+    its count per stratum (e.g. gender) within one of the others, whatever the speaker numbers.
+    """
+    unique = sorted(set(speakers))
+    if len(unique) < n_folds:
+        raise DataError(
+            f"{where}: {len(unique)} speaker(s) but n_folds={n_folds}; speaker-independent folds "
+            "need at least one speaker per fold: lower the n_folds option, or give a speaker "
+            "column (or fold/split column) that matches the recordings"
+        )
+    order = unique
+    if strata:  # strata in the order of their first speaker, so speaker 1 still opens fold 0
+        first: dict[str, str] = {}
+        for speaker in unique:
+            first.setdefault(strata[speaker], speaker)
+        order = sorted(unique, key=lambda s: (first[strata[s]], s))
+    return {speaker: i % n_folds for i, speaker in enumerate(order)}
+
+
+def check_speaker_folds(frame: pd.DataFrame, where: str) -> None:
+    """No speaker may appear in two folds: otherwise test speakers leak into training."""
+    per_speaker = frame.groupby("speaker")["fold"].nunique()
+    leaking = sorted(per_speaker[per_speaker > 1].index)
+    if leaking:
+        shown = ", ".join(map(str, leaking[:MAX_LISTED]))
+        raise DataError(
+            f"{where}: speaker(s) {shown} appear in more than one fold; folds must be "
+            "speaker-independent: give each speaker a single fold"
+        )
+
+
+def hash_files(paths: Sequence[Path]) -> list[str]:
+    """sha256 of each file, in order; threads overlap the disk reads of large corpora."""
+    if not paths:
+        return []
+    workers = max(1, min(8, os.cpu_count() or 1, len(paths)))
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(sha256_file, paths))
+
+
+def add_media_columns(frame: pd.DataFrame, media: Mapping[str, Sequence[Path]]) -> None:
+    """`<modality>_path` (absolute posix) and `<modality>_sha256` for each modality given."""
+    for modality, paths in media.items():
+        frame[f"{modality}_path"] = [Path(p).absolute().as_posix() for p in paths]
+        frame[f"{modality}_sha256"] = hash_files(list(paths))
+
+
+def order_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """Core columns first in a fixed order, the adapter's extra columns after them."""
+    core = [
+        "sample_id",
+        "speaker",
+        "label",
+        "fold",
+        "split",
+        "text",
+        "audio_path",
+        "audio_sha256",
+        "video_path",
+        "video_sha256",
+    ]
+    first = [c for c in core if c in frame.columns]
+    return frame[first + [c for c in frame.columns if c not in first]]
+
+
+def corpus_info(
+    dataset: str,
+    adapter: str,
+    classes: Sequence[str],
+    source: Path,
+    frame: pd.DataFrame,
+    **facts: Any,
+) -> dict[str, Any]:
+    """corpus.json: the contract's keys plus counts that make a wrong copy easy to spot."""
+    protocol = "speaker_folds" if "fold" in frame.columns else "splits"
+    group = "fold" if protocol == "speaker_folds" else "split"
+    counts = frame[group].value_counts()
+    keys = sorted(counts.index) if group == "fold" else [s for s in SPLITS if s in counts.index]
+    info = {
+        "dataset": dataset,
+        "kind": "raw",
+        "adapter": adapter,
+        "classes": list(classes),
+        "source": source.as_posix(),
+        "n_samples": len(frame),
+        "n_speakers": int(frame["speaker"].nunique()),
+        "protocol": protocol,
+        "label_counts": {c: int((frame["label"] == c).sum()) for c in classes},
+        f"{group}_counts": {str(k): int(counts[k]) for k in keys},
+        "modalities": [m for m in ("audio", "video") if f"{m}_path" in frame.columns]
+        + (["text"] if "text" in frame.columns else []),
+    }
+    if protocol == "speaker_folds":
+        info["n_folds"] = int(frame["fold"].max()) + 1
+    info.update(facts)
+    return info
+
+
+def write_raw_corpus(out_dir: Path, frame: pd.DataFrame, info: Mapping[str, Any]) -> None:
+    """metadata.csv, then corpus.json (the extract stage needs both), each written atomically."""
+    out_dir = Path(out_dir)
+    with atomic_path(out_dir / "metadata.csv", suffix=".csv") as tmp:
+        order_columns(frame).to_csv(tmp, index=False)
+    write_json(out_dir / "corpus.json", dict(info))
+
+
+def summary(info: Mapping[str, Any]) -> dict[str, Any]:
+    keys = ("dataset", "n_samples", "n_speakers", "label_counts", "fold_counts", "split_counts")
+    out = {k: info[k] for k in keys if k in info}
+    out["skipped"] = int(info.get("skipped", {}).get("count", 0))
+    return out
+
+
+def source_dir(adapter: str, source: Path) -> Path:
+    """The source folder as an absolute path; a missing one is a DataError naming it."""
+    source = Path(source).absolute()
+    if not source.is_dir():
+        raise DataError(f"{adapter}: source folder {source} does not exist or is not a folder")
+    return source
+
+
+def shortlist(items: Sequence[str], limit: int = 5) -> str:
+    """The first few items for an error message, with the total when some are left out."""
+    return ", ".join(items[:limit]) + (f" ... ({len(items)} in all)" if len(items) > limit else "")
