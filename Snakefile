@@ -21,3 +21,9 @@ rule all:
             condition=CONDITIONS,
         ),
         REPORT,
+
+
+# Once, before any job: create the MLflow store and experiment, so parallel jobs only log to it
+# (and a bad tracking URI fails here, not after training). See docs/workflows.md.
+onstart:
+    shell("robustmer track-init")

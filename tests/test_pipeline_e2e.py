@@ -207,6 +207,47 @@ def test_snakemake_matches_dvc(dvc_run: Path, snakemake_run: Path) -> None:
     assert "Nothing to be done" in dry, dry
 
 
+def test_fresh_clone_pulls_an_up_to_date_pipeline(dvc_run: Path, tmp_path: Path) -> None:
+    """docs/remote.md: push to a directory remote; a clone + scripts/after-pull.sh reruns nothing.
+
+    Placed before the experiment test on purpose: that one leaves outputs and params that no
+    longer match dvc.lock, and this one needs the consistent state `dvc repro` left.
+    """
+    git = ["git", "-c", "user.name=ci", "-c", "user.email=ci@localhost"]
+    run(["dvc", "remote", "add", "-d", "shared", str(tmp_path / "remote")], dvc_run)
+    run([*git, "add", "dvc.lock", ".dvc/config"], dvc_run)
+    # cache: false metrics are not pushed, so git carries them; /results/ is git-ignored.
+    run([*git, "add", "-f", "results/validation/builtin.json", "results/metrics"], dvc_run)
+    run([*git, "commit", "-qm", "results"], dvc_run)
+    run(["dvc", "push"], dvc_run)
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(dvc_run), str(clone)], tmp_path)
+
+    # A change DVC sees: the script pulls but must not touch, or Snakemake would record the
+    # edited params as the ones that produced the pulled outputs.
+    params = yaml.safe_load((clone / "params.yaml").read_text())
+    params["seed"] += 1
+    (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    refused = subprocess.run(
+        ["bash", "scripts/after-pull.sh"], cwd=clone, env=env(), capture_output=True, text=True
+    )
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "DVC reports changes" in refused.stderr, refused.stderr
+    assert not (clone / ".snakemake").exists()
+    run(["git", "checkout", "params.yaml"], clone)
+
+    run(["bash", "scripts/after-pull.sh"], clone)
+    status = run(["dvc", "status"], clone)
+    assert "up to date" in status, status
+    repro = run(["dvc", "repro"], clone)
+    assert "Running stage" not in repro, repro
+    dry = run(["snakemake", "-n"], clone)
+    assert "Nothing to be done" in dry, dry
+    assert "missing provenance" not in dry, dry  # --forceall recorded every job
+    for rel in ("results/report/builtin/results.csv", "models/fusion_mlp/seed_1/fold_0.pt"):
+        assert (clone / rel).read_bytes() == (dvc_run / rel).read_bytes(), rel
+
+
 def test_dvc_experiment_tags_its_mlflow_runs(dvc_run: Path, snakemake_run: Path) -> None:
     """Last on purpose: the experiment rewrites the DVC copy's outputs."""
     import mlflow

@@ -193,6 +193,48 @@ def report(params: ParamsOpt = DEFAULT_PARAMS) -> None:
     typer.echo(f"report written to {out}")
 
 
+@app.command("track-init")
+def track_init(params: ParamsOpt = DEFAULT_PARAMS) -> None:
+    """Create the MLflow store and experiment once, before parallel jobs log to it."""
+    from robustmer.tracking.mlflow_run import experiment_name, init_tracking, tracking_uri
+
+    p = _params(params)
+    experiment_id = init_tracking(p)
+    typer.echo(
+        f"MLflow experiment {experiment_name(p)!r} (id {experiment_id}) ready at {tracking_uri(p)}"
+    )
+
+
+@app.command()
+def lineage(
+    target: Annotated[
+        str,
+        typer.Argument(
+            help="an MLflow run id, a model folder or checkpoint (.pt), or a results/scores "
+            "CSV: whole, FILE.csv:ROW (0-based) or FILE.csv:model=m,level=0.5,seed=1,..."
+        ),
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="print the JSON report")] = False,
+    deep: Annotated[
+        bool, typer.Option("--deep", help="re-hash every raw media and pack file, not a sample")
+    ] = False,
+    params: ParamsOpt = DEFAULT_PARAMS,
+) -> None:
+    """Trace TARGET to its commit, params, data and checkpoints; re-check every recorded hash.
+
+    Exits 3 when a link is altered, stale or missing (docs/lineage.md).
+    """
+    import json
+
+    from robustmer.tracking.audit import trace
+
+    p = load_params(params) if params.is_file() else {}
+    result = trace(target, Path.cwd(), deep=deep, params=p)
+    typer.echo(json.dumps(result.to_json(), indent=2, default=str) if as_json else result.to_text())
+    if not result.ok:
+        raise typer.Exit(3)
+
+
 def main() -> None:
     start = time.perf_counter()
     stage = sys.argv[1] if len(sys.argv) > 1 else ""

@@ -1,4 +1,5 @@
 # Shared definitions: config validation against the same schema the CLI uses, names and paths.
+import functools
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -42,8 +43,13 @@ def code(*parts):
     return files
 
 
+# Cheap or network-bound rules run in the Snakemake process itself (the login node on a
+# cluster) instead of being submitted: downloads need the network compute nodes often lack,
+# and validation and the report take seconds.
 localrules:
     all,
+    acquire,
+    validate,
     report,
 
 
@@ -51,3 +57,22 @@ def threads_of(model, stage="train"):
     """A model's CPU threads: its own train/pretrain override, else train.num_threads."""
     entry = config["models"][model].get(stage) or {}
     return entry.get("num_threads", config["train"]["num_threads"])
+
+
+def local_gpus():
+    """1 when training would run on CUDA here, else 0.
+
+    With `--resources gpu=1` (as in the default profile) local GPU jobs run one at a time, while
+    CPU-only runs declare 0 and stay parallel. Cluster profiles set `gpu` per rule themselves.
+    """
+    device = config["device"]
+    if device != "auto":
+        return int(device.startswith("cuda"))
+    return int(_cuda_available())
+
+
+@functools.cache
+def _cuda_available():
+    import torch  # only when a training job is scheduled: torch takes seconds to import
+
+    return torch.cuda.is_available()

@@ -17,6 +17,10 @@ rule acquire:
         "logs/acquire.log",
     conda:
         "../envs/robustmer.yaml"
+    threads: config["extract"]["workers"]
+    resources:
+        mem_mb=2000,
+        runtime=60,
     params:
         settings=lambda w: {
             "seed": config["seed"],
@@ -38,6 +42,9 @@ rule extract:
     conda:
         "../envs/robustmer.yaml"
     threads: config["extract"]["workers"]
+    resources:
+        mem_mb=4000,
+        runtime=120,
     params:
         settings=lambda w: {"device": config["device"], "extract": config["extract"]},
     shell:
@@ -55,6 +62,9 @@ rule validate:
         "logs/validate.log",
     conda:
         "../envs/robustmer.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=15,
     params:
         settings=lambda w: config["validate"],
     shell:

@@ -45,6 +45,7 @@ rule pretrain:
     resources:
         mem_mb=4000,
         runtime=60,
+        gpu=lambda w: local_gpus(),
     params:
         settings=lambda w: {
             "seed": config["seed"],
@@ -73,7 +74,8 @@ rule train:
     threads: lambda w: threads_of(w.model)
     resources:
         mem_mb=4000,
-        runtime=60,
+        runtime=120,
+        gpu=lambda w: local_gpus(),
     params:
         settings=lambda w: {
             "seed": config["seed"],
@@ -103,6 +105,9 @@ rule evaluate:
         "logs/evaluate/{model}/{condition}.log",
     conda:
         "../envs/robustmer.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=30,
     params:
         settings=lambda w: {
             "seed": config["seed"],

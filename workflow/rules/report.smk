@@ -15,6 +15,9 @@ rule report:
         "logs/report.log",
     conda:
         "../envs/robustmer.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=30,
     params:
         settings=lambda w: {
             "dataset": DATASET,

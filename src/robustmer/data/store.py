@@ -132,7 +132,7 @@ class StoreWriter:
         write_npy(_file(base, ".offsets.npy"), offsets)
         meta.n_samples = len(offsets) - 1
         meta.n_frames = len(values)
-        meta.sha256 = _feature_hash(values, offsets)
+        meta.sha256 = feature_hash(values, offsets)
         write_json(_file(base, ".json"), asdict(meta))
         self._features[meta.name] = meta
         return meta
@@ -238,5 +238,6 @@ def _file(base: Path, suffix: str) -> Path:
     return base.parent / f"{base.name}{suffix}"
 
 
-def _feature_hash(values: np.ndarray, offsets: np.ndarray) -> str:
+def feature_hash(values: np.ndarray, offsets: np.ndarray) -> str:
+    """The hash store.json records per feature (the lineage audit recomputes it)."""
     return hashlib.sha256((sha256_array(values) + sha256_array(offsets)).encode()).hexdigest()

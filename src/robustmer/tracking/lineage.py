@@ -1,8 +1,9 @@
 """Lineage facts attached to every tracked run: code version, data version, DVC experiment.
 
 With these tags an MLflow run can be traced back to the exact commit (and whether the tree had
-uncommitted edits), the exact features (content hash of the manifest and feature arrays) and the
-DVC experiment that produced it.
+uncommitted edits), the exact features (content hash of the manifest and feature arrays, and the
+store folder they were read from) and the DVC experiment that produced it. `robustmer lineage`
+(tracking/audit.py) follows these tags and checks the hashes against the files on disk.
 """
 
 from __future__ import annotations
@@ -69,6 +70,18 @@ def git_tags(cwd: Path | None = None) -> dict[str, str]:
     return tags
 
 
+def head_commit(cwd: Path | None = None) -> str | None:
+    """HEAD of the repository at `cwd`; None outside git."""
+    return _git("rev-parse", "HEAD", cwd=cwd)
+
+
+def commit_known(commit: str, cwd: Path | None = None) -> bool | None:
+    """Whether the repository at `cwd` holds `commit`; None when `cwd` is not in a repository."""
+    if head_commit(cwd) is None:
+        return None
+    return _git("cat-file", "-e", f"{commit}^{{commit}}", cwd=cwd) is not None
+
+
 def dvc_tags(environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> dict[str, str]:
     """DVC experiment name/baseline (exported by `dvc exp run`) and the dvc.lock hash."""
     env = os.environ if environ is None else environ
@@ -90,4 +103,5 @@ def lineage_tags(
         "robustmer.dataset": str(params.get("dataset", store.dataset)),
         "robustmer.features": ",".join(sorted(feature_names)),
         "robustmer.features_hash": store.content_hash(feature_names),
+        "robustmer.store_path": store.root.as_posix(),
     }

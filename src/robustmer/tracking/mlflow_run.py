@@ -10,6 +10,13 @@ Per-epoch metrics are buffered and sent with `log_batch` (each still with its ep
 and its own timestamp): one SQLite transaction per flush instead of one per epoch keeps the
 logging cost of a CPU-sized run near zero. The buffer is flushed at the end of each fold and at
 least every `flush_every_s` seconds, so a long GPU run still shows live curves.
+
+Many jobs may log to one SQLite file at once (`snakemake --cores N`). Every MLflow call goes
+through `retry.RetryingClient`, which retries "database is locked" with backoff up to a bound;
+runs are started and ended with that client rather than `mlflow.start_run`/`end_run` (which
+forgets a run before writing its final status, so a locked store would leave it RUNNING). The
+database and experiment are created under a file lock, once before the fan-out by
+`init_tracking` (`robustmer track-init`), and again harmlessly by each job.
 """
 
 from __future__ import annotations
@@ -24,11 +31,16 @@ from pathlib import Path
 from typing import Any
 
 from robustmer.errors import ConfigError
+from robustmer.tracking.retry import RetryingClient, RetryPolicy, with_retry
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 _BATCH_LIMIT = 1000  # MLflow's maximum number of metrics in one log_batch call
+_CLEANUP_WAIT_S = 30.0  # after a failure: keep what was logged, but do not hide the error long
+
+# This process's open runs, innermost last: fold_run nests in the model_run around it.
+_active: list[RunHandle] = []
 
 
 def tracking_uri(params: Mapping[str, Any]) -> str:
@@ -89,16 +101,19 @@ def _sqlite_init_lock(uri: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _connect(params: Mapping[str, Any]) -> tuple[Any, str]:
-    """Point MLflow at the configured store; return the client and the experiment id."""
+def _connect(params: Mapping[str, Any]) -> tuple[RetryingClient, str]:
+    """Point MLflow at the configured store; return a retrying client and the experiment id."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
     uri = tracking_uri(params)
     mlflow.set_tracking_uri(uri)
     name = experiment_name(params)
+    policy = RetryPolicy.from_env()
     with _sqlite_init_lock(uri):
-        client = mlflow.MlflowClient(tracking_uri=uri)  # creates/migrates the tables
+        # Creating the client creates/migrates the tables and MLflow's Default experiment.
+        opened = with_retry(mlflow.MlflowClient, uri, "opening the store", policy)
+        client = RetryingClient(opened(tracking_uri=uri), uri, policy)
         experiment = client.get_experiment_by_name(name)
         if experiment is None:
             try:
@@ -117,12 +132,30 @@ def _connect(params: Mapping[str, Any]) -> tuple[Any, str]:
     return client, experiment.experiment_id
 
 
+def init_tracking(params: Mapping[str, Any]) -> str:
+    """Create (or migrate) the store and the experiment; return the experiment id.
+
+    Run once before parallel jobs start (`robustmer track-init`, Snakemake's `onstart`), so the
+    slow first contact (schema migrations) is not paid by jobs queueing on the lock, and a bad
+    URI or deleted experiment fails before any training. Idempotent: jobs still connect the
+    same way, under the same lock.
+    """
+    return _connect(params)[1]
+
+
 class RunHandle:
     """An open MLflow run: immediate metrics/artifacts plus buffered per-epoch metrics."""
 
-    def __init__(self, client: Any, run_id: str, flush_every_s: float = 10.0):
+    def __init__(
+        self,
+        client: Any,
+        run_id: str,
+        flush_every_s: float = 10.0,
+        experiment_id: str | None = None,
+    ):
         self.client = client
         self.run_id = run_id
+        self.experiment_id = experiment_id
         self.flush_every_s = flush_every_s
         self._pending: list[Any] = []
         self._last_flush = time.monotonic()
@@ -135,10 +168,12 @@ class RunHandle:
         if time.monotonic() - self._last_flush >= self.flush_every_s:
             self.flush()
 
-    def flush(self) -> None:
-        for start in range(0, len(self._pending), _BATCH_LIMIT):
-            self.client.log_batch(self.run_id, metrics=self._pending[start : start + _BATCH_LIMIT])
-        self._pending = []
+    def flush(self, client: Any = None) -> None:
+        """Send the buffer; a chunk leaves it only once written, so nothing is sent twice."""
+        client = client or self.client
+        while self._pending:
+            client.log_batch(self.run_id, metrics=self._pending[:_BATCH_LIMIT])
+            del self._pending[:_BATCH_LIMIT]
         self._last_flush = time.monotonic()
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
@@ -161,6 +196,59 @@ class RunHandle:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
 
+def _create_run(
+    client: RetryingClient,
+    experiment_id: str,
+    run_name: str,
+    tags: Mapping[str, Any],
+    parent_run_id: str | None = None,
+) -> RunHandle:
+    """A new RUNNING run with the tags `mlflow.start_run` would give it (source, user, parent)."""
+    from mlflow.tracking.context.registry import resolve_tags
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+    user_tags = {**{k: str(v) for k, v in tags.items()}, MLFLOW_RUN_NAME: run_name}
+    if parent_run_id is not None:
+        user_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
+    run = client.create_run(experiment_id, tags=resolve_tags(user_tags), run_name=run_name)
+    return RunHandle(client, run.info.run_id, experiment_id=experiment_id)
+
+
+def _end_failed(handle: RunHandle, status: str) -> None:
+    """Keep what was logged and mark the run `status`, without hiding the error being raised.
+
+    A short bound: if the store is what failed, the job should end soon with that error.
+    """
+    quick = handle.client.with_policy(RetryPolicy(max_wait_s=_CLEANUP_WAIT_S))
+    try:
+        handle.flush(quick)
+    except Exception as exc:  # the original error matters more
+        log.warning("could not send the last metrics of MLflow run %s: %s", handle.run_id, exc)
+    try:
+        quick.set_terminated(handle.run_id, status)
+    except Exception as exc:
+        log.warning("could not mark MLflow run %s %s: %s", handle.run_id, status, exc)
+
+
+@contextmanager
+def _opened(handle: RunHandle) -> Iterator[RunHandle]:
+    """The active run while the body runs; then FINISHED, or FAILED/KILLED on an exception."""
+    _active.append(handle)
+    try:
+        yield handle
+        handle.flush()
+    except Exception:
+        _end_failed(handle, "FAILED")
+        raise
+    except BaseException:  # KeyboardInterrupt, SystemExit
+        _end_failed(handle, "KILLED")
+        raise
+    else:
+        handle.client.set_terminated(handle.run_id, "FINISHED")
+    finally:
+        _active.remove(handle)
+
+
 @contextmanager
 def model_run(
     params: Mapping[str, Any],
@@ -169,16 +257,10 @@ def model_run(
     run_params: Mapping[str, str],
 ) -> Iterator[RunHandle]:
     """The parent run of one model's training; ends FINISHED, or FAILED on an exception."""
-    import mlflow
-
     client, experiment_id = _connect(params)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=dict(tags)) as run:
-        handle = RunHandle(client, run.info.run_id)
-        handle.log_params(run_params)
-        try:
-            yield handle
-        finally:
-            handle.flush()
+    with _opened(_create_run(client, experiment_id, run_name, tags)) as run:
+        run.log_params(run_params)
+        yield run
 
 
 @contextmanager
@@ -186,20 +268,14 @@ def fold_run(
     name: str, tags: Mapping[str, str], run_params: Mapping[str, str]
 ) -> Iterator[RunHandle]:
     """A run nested in the active parent run (one per fold)."""
-    import mlflow
-
-    parent = mlflow.active_run()
-    if parent is None:
+    if not _active:
         raise RuntimeError("fold_run needs an active parent run (use it inside model_run)")
-    with mlflow.start_run(
-        experiment_id=parent.info.experiment_id, run_name=name, nested=True, tags=dict(tags)
-    ) as run:
-        handle = RunHandle(mlflow.MlflowClient(), run.info.run_id)
-        handle.log_params(run_params)
-        try:
-            yield handle
-        finally:
-            handle.flush()
+    parent = _active[-1]
+    experiment_id = parent.experiment_id or parent.client.get_run(parent.run_id).info.experiment_id
+    child = _create_run(parent.client, experiment_id, name, tags, parent_run_id=parent.run_id)
+    with _opened(child) as run:
+        run.log_params(run_params)
+        yield run
 
 
 @contextmanager
@@ -211,33 +287,30 @@ def resume_run(
     If the run is not in the configured store (another tracking URI, a deleted database), a new
     run named `<run_name>` is started instead with the same tags, so results are never lost.
     """
-    import mlflow
     from mlflow.exceptions import MlflowException
 
     client, experiment_id = _connect(params)
+    run = None
     if run_id:
         try:
-            if client.get_run(run_id).info.lifecycle_stage != "active":
-                run_id = None
+            run = client.get_run(run_id)
         except MlflowException:
-            run_id = None
-        if run_id is None:
+            run = None
+        if run is None or run.info.lifecycle_stage != "active":
+            run = None
             log.warning(
                 "MLflow run from training not found at %s; logging evaluation to a new run",
                 tracking_uri(params),
             )
-    if run_id:
-        ctx = mlflow.start_run(run_id=run_id)
+    if run is not None:
+        handle = RunHandle(client, run.info.run_id, experiment_id=run.info.experiment_id)
+        client.update_run(handle.run_id, status="RUNNING")
     else:
-        ctx = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=dict(tags))
-    with ctx as run:
-        handle = RunHandle(client, run.info.run_id)
-        if run_id:
-            handle.set_tags(tags)
-        try:
-            yield handle
-        finally:
-            handle.flush()
+        handle = _create_run(client, experiment_id, run_name, tags)
+    with _opened(handle) as opened:
+        if run is not None:
+            opened.set_tags(tags)
+        yield opened
 
 
 def log_to_run(params: Mapping[str, Any], run_id: str, metrics: Mapping[str, float]) -> bool:

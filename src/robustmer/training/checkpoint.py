@@ -35,8 +35,10 @@ def save_checkpoint(
         "normaliser": normaliser,
         "meta": meta,
     }
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save(payload, tmp)
+    # Through a file object: given a path, torch names the archive's entries after the
+    # (random) temporary file, so identical weights would give different bytes and hashes.
+    with atomic_path(path, suffix=".pt") as tmp, open(tmp, "wb") as fh:
+        torch.save(payload, fh)
 
 
 def load_checkpoint(path: Path, model: str) -> dict[str, Any]:

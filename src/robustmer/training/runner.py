@@ -2,8 +2,10 @@
 
 Per training seed (`train.seeds`) and fold: fit the normaliser on the training speakers, train
 with early stopping on the validation speakers, save `seed_<s>/fold_<k>.pt`. The folder also
-gets `train_summary.json` (best epochs, validation metrics, set sizes, MLflow run ids), which
-`robustmer evaluate` reads.
+gets `train_summary.json` (best epochs, validation metrics, set sizes, MLflow run ids, checkpoint
+sha256), which `robustmer evaluate` and `robustmer lineage` read. The MLflow run id and experiment
+id also go to `<out_dir>/../mlflow-runs/<out_dir name>.json`, a top-level DVC metrics folder, so
+`dvc exp show` links each experiment to its MLflow run.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from robustmer.corruption.training import TrainingCorruption
 from robustmer.data.store import FeatureStore
 from robustmer.errors import ConfigError
 from robustmer.evaluation.metrics import METRIC_KEYS
-from robustmer.io import write_json
+from robustmer.io import sha256_file, write_json
 from robustmer.models.registry import architecture, build_model, stage1_objective
 from robustmer.seeding import derive_seed, seed_everything
 from robustmer.tracking import mlflow_run
@@ -42,6 +44,12 @@ log = logging.getLogger(__name__)
 
 SUMMARY_FILE = "train_summary.json"
 PRETRAIN_SUMMARY = "pretrain_summary.json"
+RUN_RECORDS = "mlflow-runs"  # a hyphen: never a model name, so never a model folder
+
+
+def run_record_path(out_dir: Path) -> Path:
+    """Where the DVC-visible record of a stage's MLflow run goes: beside the model folders."""
+    return Path(out_dir).parent / RUN_RECORDS / f"{Path(out_dir).name}.json"
 
 
 def fold_seed(
@@ -112,6 +120,7 @@ def train_model(
         "robustmer.model": model_name,
         "robustmer.arch": spec.arch,
         "robustmer.stage": stage,
+        "robustmer.model_dir": out_dir.as_posix(),
     }
     run_name = model_name if stage == "train" else f"{model_name}-{stage}"
     started = time.perf_counter()
@@ -135,10 +144,23 @@ def train_model(
             for k in METRIC_KEYS
         }
         parent.log_metrics({**means, "train_seconds": time.perf_counter() - started})
+        summary["mlflow_experiment_id"] = parent.client.get_run(parent.run_id).info.experiment_id
         summary_file = out_dir / (SUMMARY_FILE if stage == "train" else PRETRAIN_SUMMARY)
         write_json(summary_file, summary)
         parent.log_artifact(summary_file)
+        _write_run_record(out_dir, summary, means)
     return out_dir
+
+
+def _write_run_record(out_dir: Path, summary: dict[str, Any], means: dict[str, float]) -> None:
+    """The DVC side of the MLflow link: run and experiment ids (strings show in exp show)."""
+    record = {
+        "model": summary["model"],
+        "mlflow_run_id": summary["mlflow_run_id"],
+        "mlflow_experiment_id": summary["mlflow_experiment_id"],
+        **means,
+    }
+    write_json(run_record_path(out_dir), record)
 
 
 @dataclass
@@ -229,6 +251,8 @@ def _train_fold(run: FoldRun, split: FoldSplit, replicate: int) -> dict[str, Any
         }
         path = checkpoint_path(out_dir, split.fold, replicate)
         save_checkpoint(path, result.state_dict, normaliser.state(), meta)
+        checkpoint_sha256 = sha256_file(path)
+        mlrun.set_tags({"robustmer.checkpoint_sha256": checkpoint_sha256})
         mlrun.log_metrics(
             {
                 "best_epoch": result.best_epoch,
@@ -249,6 +273,7 @@ def _train_fold(run: FoldRun, split: FoldSplit, replicate: int) -> dict[str, Any
         "fold": split.fold,
         "train_seed": replicate,
         "checkpoint": path.relative_to(out_dir).as_posix(),
+        "checkpoint_sha256": checkpoint_sha256,
         "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
         "val": result.best_metrics,
