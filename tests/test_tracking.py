@@ -223,6 +223,8 @@ def test_mlflow_parent_and_nested_runs(pipeline: dict, tiny_store: Path) -> None
     assert tags["robustmer.git_dirty"] in ("true", "false", "unknown")
     assert tags["robustmer.dvc_exp_name"] == "tiny-exp"
     assert tags["robustmer.dataset"] == "builtin"
+    # Evaluation logs into the training run but leaves its stage tag (the audit reads it).
+    assert tags["robustmer.stage"] == "train" and tags["robustmer.evaluated"] == "true"
     store = FeatureStore(tiny_store)
     names = ["audio/egemaps_functionals", "text/minilm", "video/face_hog_mean"]
     assert tags["robustmer.features_hash"] == store.content_hash(names)

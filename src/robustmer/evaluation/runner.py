@@ -364,7 +364,7 @@ def _track(
     }
     tags = {
         "robustmer.model": model_name,
-        "robustmer.stage": "evaluate",
+        "robustmer.evaluated": "true",  # the run's own `robustmer.stage` (train) stays
         **{k.replace("robustmer.", "robustmer.eval_"): v for k, v in git_tags().items()
            if k.startswith("robustmer.")},
     }  # fmt: skip

@@ -321,11 +321,9 @@ def _training_from_run(ctx: Context, run_id: str) -> Training:
 
 
 def _stage(tags: dict[str, str]) -> str | None:
-    """train/pretrain; evaluation re-tags the training run's stage, the features hash stays."""
+    """train/pretrain, as the training run tagged itself (None for other runs)."""
     stage = tags.get("robustmer.stage")
-    if stage in SUMMARY_FILES:
-        return stage
-    return "train" if "robustmer.features_hash" in tags else None
+    return stage if stage in SUMMARY_FILES else None
 
 
 # --- links of a trained model -------------------------------------------------------------------
