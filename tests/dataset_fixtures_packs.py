@@ -130,10 +130,17 @@ def mmsa_data(
     seq: int = 50,
     seed: int = 0,
     lengths: bool = True,
+    learnable: bool = False,
 ) -> dict[str, dict[str, Any]]:
-    """The dict an MMSA aligned pickle holds; a few audio entries are -inf (kept and cut off)."""
+    """The dict an MMSA aligned pickle holds; a few audio entries are -inf (kept and cut off).
+
+    `learnable`: every text frame also carries `regression_labels` along one fixed direction,
+    so the sentiment is linearly readable from the (frame-mean) text feature (the other arrays
+    are drawn exactly as without it).
+    """
     rng = np.random.default_rng(seed)
     da, dv, dt = dims
+    direction = np.random.default_rng(seed + 1).normal(size=dt).astype(np.float32)
     data: dict[str, dict[str, Any]] = {}
     k = 0
     for split, n in zip(MMSA_SPLITS, sizes, strict=True):
@@ -155,6 +162,8 @@ def mmsa_data(
             "classification_labels": np.sign(reg).astype(np.float32),
             "regression_labels": reg,
         }
+        if learnable:
+            part["text"] += reg[:, None, None] * direction[None, None, :]
         if lengths:
             part["audio_lengths"] = rng.integers(1, seq + 1, n).astype(np.int64)
             part["audio_lengths"][0] = seq + 7  # longer than the padded length: keep all

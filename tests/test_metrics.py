@@ -125,6 +125,8 @@ R_PRED = [-2.6, 0.2, 0.4, -0.1, 2.5, 1.4]
 #   sum dt*dp = 9.425 + 0.175 - 0.025 - 0.1 + 4.95 + 3.025 = 17.45
 #   sum dt^2 = 26.375; sum dp^2 = 14.64 -> r = 17.45 / sqrt(26.375 * 14.64)
 R_EXPECTED = {
+    "acc2": 3 / 5,  # the non-zero pair under its headline name
+    "f1": 3 / 5,
     "acc2_has0": 4 / 6,
     "f1_has0": 4 / 6,
     "acc2_non0": 3 / 5,

@@ -17,6 +17,13 @@ import jsonschema
 import yaml
 
 from robustmer.errors import ConfigError
+from robustmer.evaluation.metrics import SELECTION_METRICS
+
+# The schema default of `train.selection_metric`; a regression model inheriting it gets `mae`.
+CLASSIFICATION_SELECTION_DEFAULT = "ua"
+REGRESSION_SELECTION_DEFAULT = "mae"
+# Architectures whose objective only exists for classes (NMER: cross-entropy + teacher logits).
+CLASSIFICATION_ONLY_ARCHS = frozenset({"nmer"})
 
 Params = dict[str, Any]
 DEFAULT_PARAMS = Path("params.yaml")
@@ -88,7 +95,52 @@ def validate_params(raw: dict[str, Any], source: str = "params") -> Params:
                 + "\n".join(lines)
                 + "\nFix the keys above (see the schema for allowed values)."
             )
+    for name in params["models"]:
+        _check_task(params, ModelSpec.from_params(params, name), source)
     return params
+
+
+def _check_task(params: Params, spec: ModelSpec, source: str) -> None:
+    """Load-time checks the schema cannot express: the task fits the arch and the selection."""
+    if spec.task != "classification" and spec.arch in CLASSIFICATION_ONLY_ARCHS:
+        raise ConfigError(
+            f"{source}: models.{spec.name}: arch {spec.arch} supports only task: classification "
+            f"(its objective needs classes); remove `task: {spec.task}` or use another arch"
+        )
+    stages = ("train", "pretrain") if spec.pretrain else ("train",)
+    for stage in stages:
+        selection_metric(params, spec, stage, source)
+
+
+def selection_metric(
+    params: Params, spec: ModelSpec | None = None, stage: str = "train", source: str = "params"
+) -> str:
+    """The validation metric that picks a model's best epoch, checked against its task.
+
+    The model's own `train` (or `pretrain`) override wins over the shared `train` section. A
+    regression model that inherits the classification default (`ua`) from the shared section
+    uses `mae` instead, so one params file can hold models of both tasks; any other metric of
+    the wrong task is an error naming the key to change.
+    """
+    shared = str(params["train"]["selection_metric"])
+    if spec is None:  # no model, no task to check against
+        return shared
+    task = spec.task
+    own = spec.pretrain if stage == "pretrain" else spec.train
+    if "selection_metric" in own:
+        metric, key = own["selection_metric"], f"models.{spec.name}.{stage}.selection_metric"
+    else:
+        metric, key = shared, "train.selection_metric"
+        if task == "regression" and metric == CLASSIFICATION_SELECTION_DEFAULT:
+            metric = REGRESSION_SELECTION_DEFAULT
+    allowed = SELECTION_METRICS[task]
+    if metric not in allowed:
+        raise ConfigError(
+            f"{source}: {key} is {metric!r}, which is not a {task} metric, but model "
+            f"{spec.name!r} has task: {task}; set models.{spec.name}.{stage}.selection_metric "
+            f"to one of {', '.join(allowed)}"
+        )
+    return str(metric)
 
 
 def load_params(path: str | os.PathLike[str] = DEFAULT_PARAMS) -> Params:
@@ -124,6 +176,12 @@ class TrainConfig:
     beta1: float = 0.9
     decay_epochs: int = 0
     grad_clip: float = 0.0
+    grad_clip_mode: str = (
+        "norm"  # "norm" (per sub-network) | "value" (IMDer/MMSA: clamp each entry)
+    )
+    lr_scheduler: str = "none"  # "none" | "plateau": ReduceLROnPlateau on the validation loss
+    plateau_factor: float = 0.5
+    plateau_patience: int = 10
 
     @classmethod
     def from_params(
@@ -143,7 +201,7 @@ class TrainConfig:
             lr=t["lr"],
             weight_decay=t["weight_decay"],
             patience=t["patience"],
-            selection_metric=t["selection_metric"],
+            selection_metric=selection_metric(params, spec, stage),
             num_threads=t["num_threads"],
             val_speakers=params["cv"]["val_speakers"],
             device=params["device"],
@@ -152,6 +210,10 @@ class TrainConfig:
             beta1=t.get("beta1", 0.9),
             decay_epochs=t.get("decay_epochs", 0),
             grad_clip=t.get("grad_clip", 0.0),
+            grad_clip_mode=t.get("grad_clip_mode", "norm"),
+            lr_scheduler=t.get("lr_scheduler", "none"),
+            plateau_factor=t.get("plateau_factor", 0.5),
+            plateau_patience=t.get("plateau_patience", 10),
         )
 
 
@@ -169,6 +231,7 @@ class ModelSpec:
     options: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
     pretrain: dict[str, Any] = field(default_factory=dict)
+    task: str = "classification"  # or "regression": the manifest's `regression` column
 
     @classmethod
     def from_params(cls, params: Params, name: str) -> ModelSpec:
@@ -187,4 +250,5 @@ class ModelSpec:
             options=dict(m.get("options") or {}),
             train=dict(m.get("train") or {}),
             pretrain=dict(m.get("pretrain") or {}),
+            task=str(m.get("task", "classification")),
         )

@@ -6,7 +6,9 @@
   `missing_rate` evaluation condition;
 - `missing_pattern`: one of the six MMIN/NMER patterns per sample (tri-modal models only);
 - `feature_noise`: with `probability`, a modality of a batch gets diffusion-style noise at one
-  timestep t ~ U{0..num_steps-1} shared by the batch (the NMER scheduler's rule).
+  timestep t ~ U{0..num_steps-1} shared by the batch (the NMER scheduler's rule);
+- `imder_schedule`: IMDer's released per-BATCH schedule at `rate` (the first batches of every
+  epoch lose one or two modalities, one random pattern per batch; tri-modal models only).
 
 The generator is seeded from the fold's training seed and a name of its own, so adding
 corruption never shifts the weight initialisation or the batch order.
@@ -38,9 +40,12 @@ class TrainingCorruption:
         self.seed = seed
         self.rng = np.random.default_rng(derive_seed(seed, "train_corruption"))
         self.generator = torch.Generator().manual_seed(derive_seed(seed, "train_noise"))
-        if self.kind == "missing_pattern" and len(self.modalities) != len(MODALITIES):
+        self._kept = np.full(1, len(MODALITIES), dtype=np.int64)
+        self._batch = 0
+        tri_modal = ("missing_pattern", "imder_schedule")
+        if self.kind in tri_modal and len(self.modalities) != len(MODALITIES):
             raise ConfigError(
-                "train_corruption missing_pattern needs a model with audio, video and text "
+                f"train_corruption {self.kind} needs a model with audio, video and text "
                 f"(this one reads {self.modalities}); use missing_rate instead"
             )
         if self.kind == "feature_noise":
@@ -55,13 +60,27 @@ class TrainingCorruption:
             return None
         return cls(cfg, modalities, seed)
 
+    def start_epoch(self, n_batches: int) -> None:
+        """Called by the training loop before each epoch (the IMDer schedule is per epoch)."""
+        self._batch = 0
+        if self.kind == "imder_schedule":
+            self._kept = masks.imder_batch_kept(n_batches, self.cfg["rate"])
+
     def __call__(
         self, inputs: Mapping[str, torch.Tensor]
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
         n = len(next(iter(inputs.values())))
         if self.kind == "feature_noise":
             return self._noise(inputs), None
-        if self.kind == "missing_rate":
+        if self.kind == "imder_schedule":
+            kept = int(self._kept[min(self._batch, len(self._kept) - 1)])
+            self._batch += 1
+            row = np.ones(len(MODALITIES), dtype=bool)
+            if kept < len(MODALITIES):  # complete batches draw nothing, as released
+                row[:] = False
+                row[self.rng.choice(len(MODALITIES), size=kept, replace=False)] = True
+            present = np.tile(row, (n, 1))
+        elif self.kind == "missing_rate":
             present = masks.random_drop(n, self.cfg["rate"], self.rng, len(self.modalities))
         else:
             present = masks.random_pattern(n, self.rng)
@@ -79,7 +98,11 @@ class TrainingCorruption:
         if self.kind == "feature_noise":
             return None
         draw = np.random.default_rng(derive_seed(self.seed, "validation_masks"))
-        if self.kind == "missing_rate":
+        if self.kind == "imder_schedule":  # the released code runs the same schedule on valid
+            present = masks.imder_batch_schedule(
+                n, self.cfg.get("batch_size", 32), self.cfg["rate"], draw
+            )
+        elif self.kind == "missing_rate":
             present = masks.random_drop(n, self.cfg["rate"], draw, len(self.modalities))
         else:
             present = masks.random_pattern(n, draw)

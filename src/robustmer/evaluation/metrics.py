@@ -28,6 +28,12 @@ are comparable with the papers that use it:
   which equals 0.0), as MMSA does; half-away-from-zero would give different numbers.
 - MAE is the mean absolute error on the unclipped values; Corr is Pearson's r, defined here as 0.0
   when either side is constant (r is undefined there; numpy would warn and return NaN).
+- `acc2` / `f1` are the non-zero pair again under the names the MOSI/MOSEI tables use for
+  Acc-2 / F1 (MMSA's headline numbers), so model selection and reports can ask for them plainly.
+
+Model selection (`train.selection_metric`) picks the best epoch by one of these on validation;
+`loss` is the validation task loss (cross-entropy or L1). MAE and loss are lower-is-better,
+everything else higher-is-better (`higher_is_better`).
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ import numpy as np
 
 METRIC_KEYS = ("wa", "ua", "weighted_f1", "macro_f1")
 REGRESSION_METRIC_KEYS = (
+    "acc2",
+    "f1",
     "acc2_has0",
     "f1_has0",
     "acc2_non0",
@@ -48,6 +56,18 @@ REGRESSION_METRIC_KEYS = (
     "mae",
     "corr",
 )
+TASKS = ("classification", "regression")
+# What a task's robustness tables show when `report.metrics` names none of its metrics.
+REPORT_DEFAULTS = {
+    "classification": ("ua", "wa", "weighted_f1"),
+    "regression": ("acc2", "f1", "acc7", "mae", "corr"),
+}
+# Validation metrics a model of each task may be selected by (`loss`: the task loss).
+SELECTION_METRICS = {
+    "classification": (*METRIC_KEYS, "loss"),
+    "regression": ("mae", "corr", "acc2", "f1", "acc7", "loss"),
+}
+LOWER_IS_BETTER = frozenset({"mae", "loss"})
 
 
 def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int) -> np.ndarray:
@@ -122,6 +142,22 @@ def task_metric_keys(task: str) -> tuple[str, ...]:
     raise ValueError(f"unknown task {task!r}: expected 'classification' or 'regression'")
 
 
+def higher_is_better(metric: str) -> bool:
+    """Direction of a metric for model selection: MAE and loss are errors, the rest scores."""
+    return metric not in LOWER_IS_BETTER
+
+
+def metric_task(metric: str) -> str:
+    """The task a reported metric key belongs to (how the report groups models)."""
+    return "regression" if metric in REGRESSION_METRIC_KEYS else "classification"
+
+
+def rounded_scores(values: Sequence[float], bound: float = 3.0) -> np.ndarray:
+    """Sentiment values clipped to [-bound, bound] and rounded half to even (Acc-7 classes)."""
+    # np.round rounds halves to even, as MMSA's multiclass_acc does; + 0.0 turns -0.0 into 0.0.
+    return np.round(np.clip(np.asarray(values, dtype=np.float64), -bound, bound)) + 0.0
+
+
 def regression_metrics(y_true: Sequence[float], y_pred: Sequence[float]) -> dict[str, float]:
     """MMSA-style sentiment-regression metrics (see the module docstring), n_samples, n_nonzero."""
     t, p = _as_values(y_true, y_pred)
@@ -132,6 +168,8 @@ def regression_metrics(y_true: Sequence[float], y_pred: Sequence[float]) -> dict
     else:
         acc2_non0 = f1_non0 = float("nan")
     return {
+        "acc2": acc2_non0,
+        "f1": f1_non0,
         "acc2_has0": acc2_has0,
         "f1_has0": f1_has0,
         "acc2_non0": acc2_non0,
@@ -154,10 +192,7 @@ def _binary_acc_f1(truth_pos: np.ndarray, pred_pos: np.ndarray) -> tuple[float, 
 
 
 def _rounded_accuracy(t: np.ndarray, p: np.ndarray, bound: float) -> float:
-    # np.round rounds halves to even, as MMSA's multiclass_acc does.
-    rt = np.round(np.clip(t, -bound, bound))
-    rp = np.round(np.clip(p, -bound, bound))
-    return float(np.mean(rt == rp))
+    return float(np.mean(rounded_scores(t, bound) == rounded_scores(p, bound)))
 
 
 def _pearson(t: np.ndarray, p: np.ndarray) -> float:

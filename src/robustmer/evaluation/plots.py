@@ -6,7 +6,7 @@ that DVC would cache.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,8 +75,11 @@ def plot_metric_bars(
             label=metric,
         )
     ax.set_xticks(x, models, rotation=20, ha="right")
-    ax.set_ylim(0, 1.15)  # headroom above 1.0 for the legend
-    ax.set_yticks(np.linspace(0, 1, 6))
+    if _unit_range(means.values()):
+        ax.set_ylim(0, 1.15)  # headroom above 1.0 for the legend
+        ax.set_yticks(np.linspace(0, 1, 6))
+    else:  # MAE or Corr: autoscale, with headroom for the legend
+        ax.margins(y=0.3)
     ax.set_ylabel("score (fold mean ± std)")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(ncols=min(len(metrics), 4), fontsize="small", loc="upper center")
@@ -120,12 +123,20 @@ def plot_robustness(
         ax.set_xticks(x, labels)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_ylim(0, 1.05)
+    if _unit_range(c[1] for c in curves.values()):
+        ax.set_ylim(0, 1.05)  # scores in [0, 1]; MAE (or a negative Corr) is autoscaled
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     if title:
         ax.set_title(title)
     _save(fig, path)
+
+
+def _unit_range(means: Iterable[Sequence[float]]) -> bool:
+    """Whether every mean (NaN aside) lies in [0, 1], the range of accuracies and F1s."""
+    values = np.concatenate([np.asarray(m, dtype=float).ravel() for m in means] or [np.zeros(0)])
+    values = values[np.isfinite(values)]
+    return bool(((values >= 0) & (values <= 1)).all())
 
 
 def _save(fig: Any, path: Path) -> None:

@@ -11,13 +11,18 @@ Reads every (model, condition) scores CSV that `robustmer evaluate` wrote and wr
   levels such as the six missing patterns), and `curves/<condition>.csv` in long form for DVC
   plots (template `workflow/plots/robustness.json`: one line per model).
 
+Each model is reported with the metrics of its task (read from its scores: classification or
+`task: regression`): those `report.metrics` lists for that task, else the task's defaults
+(`REPORT_DEFAULTS`), so a MOSI run shows Acc-2/F1/Acc-7/MAE/Corr without editing the params.
+When both tasks are present, the second task's curves and overview get a `_<task>` suffix.
+
 The report files are also logged to MLflow as a `report` run.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +31,36 @@ import pandas as pd
 from robustmer.config import Params
 from robustmer.corruption.conditions import LEVEL_NAMES, Condition
 from robustmer.errors import DataError
-from robustmer.evaluation.metrics import METRIC_KEYS
+from robustmer.evaluation.metrics import REPORT_DEFAULTS, metric_task, task_metric_keys
 from robustmer.evaluation.plots import plot_metric_bars, plot_robustness
 from robustmer.evaluation.runner import SCORE_COLUMNS
 from robustmer.io import atomic_path, write_text
 
-LABELS = {"wa": "WA", "ua": "UA", "weighted_f1": "WF1", "macro_f1": "MF1"}
+LABELS = {
+    "wa": "WA",
+    "ua": "UA",
+    "weighted_f1": "WF1",
+    "macro_f1": "MF1",
+    "acc2": "Acc-2",
+    "f1": "F1",
+    "acc2_has0": "Acc-2 (has-0)",
+    "f1_has0": "F1 (has-0)",
+    "acc2_non0": "Acc-2 (non-0)",
+    "f1_non0": "F1 (non-0)",
+    "acc3": "Acc-3",
+    "acc5": "Acc-5",
+    "acc7": "Acc-7",
+    "mae": "MAE",
+    "corr": "Corr",
+}
+NOT_PERCENT = frozenset({"mae", "corr"})  # shown as plain values, not as %
+DEFINITIONS = {
+    "classification": "WA = accuracy; UA = mean per-class recall; WF1 = support-weighted F1; "
+    "MF1 = unweighted mean F1",
+    "regression": "Acc-2 / F1 = sign accuracy / weighted F1 over samples with non-zero truth; "
+    "Acc-7 = accuracy of the values clipped to [-3, 3] and rounded; MAE = mean absolute error; "
+    "Corr = Pearson's r (MMSA metricsTop)",
+}
 
 
 def load_scores(paths: Sequence[Path]) -> pd.DataFrame:
@@ -77,13 +106,29 @@ def summary_table(results: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
-def markdown_summary(summary: pd.DataFrame, params: Params, metrics: Sequence[str]) -> str:
+def task_metrics(params: Params, summary: pd.DataFrame) -> dict[str, list[str]]:
+    """Per task present in the results (first seen first): the metrics its models show."""
+    tasks = dict.fromkeys(metric_task(m) for m in summary["metric"])
+    listed = params["report"]["metrics"]
+    return {
+        task: [m for m in listed if metric_task(m) == task] or list(REPORT_DEFAULTS[task])
+        for task in tasks
+    }
+
+
+def markdown_summary(
+    summary: pd.DataFrame, params: Params, metrics: Mapping[str, Sequence[str]]
+) -> str:
+    """Per condition, one models x levels table per metric; `metrics` as `task_metrics`."""
     dataset = str(params.get("dataset", ""))
     seeds = params["train"]["seeds"]
+    shown = [m for keys in metrics.values() for m in keys]
+    plain = [LABELS[m] for m in shown if m in NOT_PERCENT]
+    unit = "Scores in %" + (f" ({' and '.join(plain)} as values)" if plain else "")
     lines = [
         f"# Robustness on `{dataset}`",
         "",
-        f"Scores in %: mean ± std over speaker-independent folds and {len(seeds)} training "
+        f"{unit}: mean ± std over speaker-independent folds and {len(seeds)} training "
         f"seed(s) {list(seeds)}. Every model is scored on the same stored conditions "
         "(`data/corrupted/`); how a model fills a missing modality is its own (baselines: "
         "zeros in the normalised space, i.e. the training mean).",
@@ -94,23 +139,27 @@ def markdown_summary(summary: pd.DataFrame, params: Params, metrics: Sequence[st
         kind = _kind(params, condition)
         levels = list(dict.fromkeys(part["level"]))
         lines += [f"## {condition} ({kind}: {LEVEL_NAMES.get(kind, 'level')})", ""]
-        for metric in metrics:
+        for metric in shown:
             cells = part[part["metric"] == metric]
+            if cells.empty:
+                continue
+            scale, digits = (1, 3) if metric in NOT_PERCENT else (100, 1)
             lines += [f"{LABELS[metric]}:", ""]
             lines.append("| model | " + " | ".join(levels) + " |")
             lines.append("|---|" + "---|" * len(levels))
             for model in cells["model"].unique():
                 row = cells[cells["model"] == model].set_index("level")
                 values = [
-                    f"{100 * row.loc[lv, 'mean']:.1f} ± {100 * row.loc[lv, 'std']:.1f}"
+                    f"{scale * row.loc[lv, 'mean']:.{digits}f} ± "
+                    f"{scale * row.loc[lv, 'std']:.{digits}f}"
                     if lv in row.index else "–"
                     for lv in levels
                 ]  # fmt: skip
                 lines.append(f"| {model} | " + " | ".join(values) + " |")
             lines.append("")
     lines += [
-        "WA = accuracy; UA = mean per-class recall; WF1 = support-weighted F1; MF1 = unweighted "
-        "mean F1 (definitions: `robustmer.evaluation.metrics`). Curves: `curves/*.png`.",
+        "; ".join(DEFINITIONS[task] for task in metrics)
+        + " (definitions: `robustmer.evaluation.metrics`). Curves: `curves/*.png`.",
         "",
     ]
     return "\n".join(lines)
@@ -119,29 +168,38 @@ def markdown_summary(summary: pd.DataFrame, params: Params, metrics: Sequence[st
 def write_report(params: Params, scores_paths: list[Path], out_dir: Path) -> Path:
     """Write the files listed in the module docstring into `out_dir`; return `out_dir`."""
     out_dir = Path(out_dir)
-    metrics = list(params["report"]["metrics"])
     results = load_scores(scores_paths)
     summary = summary_table(results)
+    metrics = task_metrics(params, summary)
     _csv(out_dir / "results.csv", results)
     _csv(out_dir / "summary.csv", summary)
     write_text(out_dir / "summary.md", markdown_summary(summary, params, metrics))
-    curve_metric = metrics[0]
     files = [out_dir / "results.csv", out_dir / "summary.csv", out_dir / "summary.md"]
-    for condition in summary["condition"].unique():
-        files += _curves(params, summary, condition, curve_metric, out_dir / "curves")
-    files.append(_overview(params, summary, out_dir / "overview.png"))
+    for i, (task, keys) in enumerate(metrics.items()):
+        suffix = f"_{task}" if i else ""
+        for condition in summary["condition"].unique():
+            files += _curves(params, summary, condition, keys[0], out_dir / "curves", suffix)
+        overview = task_metric_keys(task) if task == "classification" else keys
+        files.append(_overview(params, summary, overview, out_dir / f"overview{suffix}.png"))
     _track(params, files)
     return out_dir
 
 
 def _curves(
-    params: Params, summary: pd.DataFrame, condition: str, metric: str, folder: Path
+    params: Params,
+    summary: pd.DataFrame,
+    condition: str,
+    metric: str,
+    folder: Path,
+    suffix: str = "",
 ) -> list[Path]:
     part = summary[(summary["condition"] == condition) & (summary["metric"] == metric)]
+    if part.empty:  # no model of this task was scored on this condition
+        return []
     long = part[["model", "level", "level_value", "mean", "std", "pooled_mean"]].rename(
         columns={"mean": metric, "std": f"{metric}_std", "pooled_mean": f"{metric}_pooled"}
     )
-    csv = folder / f"{condition}.csv"
+    csv = folder / f"{condition}{suffix}.csv"
     _csv(csv, long)
     kind = _kind(params, condition)
     curves = {
@@ -150,7 +208,7 @@ def _curves(
     }
     values = list(part.drop_duplicates("level")["level_value"])
     numeric = None if any(math.isnan(v) for v in values) else values
-    png = folder / f"{condition}.png"
+    png = folder / f"{condition}{suffix}.png"
     plot_robustness(
         curves, png, xlabel=LEVEL_NAMES.get(kind, "level"),
         ylabel=f"{LABELS[metric]} (mean ± std over folds and seeds)", numeric_x=numeric,
@@ -159,17 +217,18 @@ def _curves(
     return [csv, png]
 
 
-def _overview(params: Params, summary: pd.DataFrame, path: Path) -> Path:
-    """Bars of every metric at the first level of the first condition (clean by default)."""
+def _overview(params: Params, summary: pd.DataFrame, keys: Sequence[str], path: Path) -> Path:
+    """Bars of `keys` at the first level of the first condition (clean by default)."""
+    summary = summary[summary["metric"].isin(keys)]
     condition = summary["condition"].iloc[0]
     level = summary.loc[summary["condition"] == condition, "level"].iloc[0]
     part = summary[(summary["condition"] == condition) & (summary["level"] == level)]
     models = list(dict.fromkeys(part["model"]))
-    pick = {k: part[part["metric"] == k].set_index("model") for k in METRIC_KEYS}
+    pick = {k: part[part["metric"] == k].set_index("model") for k in keys}
     plot_metric_bars(
         models,
-        {LABELS[k]: [pick[k].loc[m, "mean"] for m in models] for k in METRIC_KEYS},
-        {LABELS[k]: [pick[k].loc[m, "std"] for m in models] for k in METRIC_KEYS},
+        {LABELS[k]: [pick[k].loc[m, "mean"] for m in models] for k in keys},
+        {LABELS[k]: [pick[k].loc[m, "std"] for m in models] for k in keys},
         path,
         title=f"{params['dataset']}: {condition} {level}",
     )

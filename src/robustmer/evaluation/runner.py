@@ -10,6 +10,10 @@ Outputs: the tidy scores CSV (model, condition, level, level_value, fold, seed, 
 fold `all` = pooled over the folds), the metrics JSON (a DVC metric: per level, mean ± std over
 seeds of the pooled score and over (fold, seed) pairs), the predictions CSV, and the confusion
 matrix (PNG + CSV) of the first level; the level scores are also logged to the training MLflow run.
+
+A `task: regression` model is scored with `regression_metrics` (keys `task_metric_keys`), its
+predictions CSV holds the actual and predicted values, and its confusion matrix is over the
+Acc-7 classes (both sides clipped to [-3, 3] and rounded).
 """
 
 from __future__ import annotations
@@ -29,11 +33,18 @@ from robustmer.corruption.condition_store import ConditionStore
 from robustmer.corruption.feature_noise import noise_sample, schedule
 from robustmer.data.store import FeatureStore
 from robustmer.errors import DataError
-from robustmer.evaluation.metrics import METRIC_KEYS, classification_metrics, confusion_matrix
+from robustmer.evaluation.metrics import (
+    REPORT_DEFAULTS,
+    classification_metrics,
+    confusion_matrix,
+    regression_metrics,
+    rounded_scores,
+    task_metric_keys,
+)
 from robustmer.evaluation.plots import plot_confusion
 from robustmer.io import atomic_path, read_json, write_json
 from robustmer.models.missing import forward
-from robustmer.models.registry import architecture, build_model
+from robustmer.models.registry import architecture, build_model, n_outputs
 from robustmer.seeding import derive_seed
 from robustmer.tracking import mlflow_run
 from robustmer.tracking.lineage import git_tags
@@ -54,7 +65,11 @@ log = logging.getLogger(__name__)
 
 _SPEC_KEYS = (
     "arch", "features", "hidden_dim", "dropout", "num_layers", "train_corruption", "options",
+    "task",
 )  # fmt: skip
+# Spec keys added after checkpoints were first written: their value when a checkpoint lacks them.
+_SPEC_DEFAULTS = {"task": "classification"}
+SENTIMENT_CLASSES = [str(v) for v in range(-3, 4)]  # Acc-7 classes of a regression confusion
 SCORE_COLUMNS = ("model", "condition", "level", "level_value", "fold", "seed", "metric", "value")
 EVAL_BATCH = 256
 
@@ -84,9 +99,11 @@ def evaluate_model(
     device = resolve_device(cfg.device)
     configure_threads(cfg, device)
 
+    keys = task_metric_keys(data.task)
+    n_out = n_outputs(spec, len(data.classes))
     scores: list[dict[str, Any]] = []
     predictions: list[pd.DataFrame] = []
-    first_cm: np.ndarray | None = None
+    first_cm: tuple[np.ndarray, list[str]] | None = None
     # Only rows some fold tests are scored: official splits test one part, and an unlabelled
     # pool is never tested.
     tested = np.concatenate([split.test for split in folds])
@@ -97,7 +114,7 @@ def evaluate_model(
         level_data = _with_overlay(data, cond.overlay(level), spec, frame_inputs)
         level_value = float(records["level_value"].iloc[0])
         for seed in cfg.seeds:
-            probs = np.full((len(records), len(data.classes)), np.nan)
+            outputs = np.full((len(records), n_out), np.nan)
             fold_of_row = np.full(len(records), -1, dtype=np.int64)
             for split in folds:
                 rows = np.flatnonzero(np.isin(records["sample_index"].to_numpy(), split.test))
@@ -106,53 +123,79 @@ def evaluate_model(
                 # Common random numbers: the same draws under every condition and level, so a
                 # stochastic model's scores differ only by what the condition changed.
                 rng_seed = derive_seed(cfg.seed, "evaluate", seed, split.fold)
-                probs[rows] = _predict(model.to(device), tensors, records.iloc[rows], rng_seed)
+                outputs[rows] = _predict(model.to(device), tensors, records.iloc[rows], rng_seed)
                 fold_of_row[rows] = split.fold
-                y = data.labels[records["sample_index"].to_numpy()[rows]]
-                metrics = classification_metrics(y, probs[rows].argmax(1), len(data.classes))
+                index = records["sample_index"].to_numpy()[rows]
+                metrics = _score(data, index, outputs[rows])
                 scores += _rows(model_name, cond.name, level, level_value, split.fold, seed,
-                                metrics)  # fmt: skip
+                                metrics, keys)  # fmt: skip
             if (fold_of_row < 0).any():
                 sample = records["sample_id"].iloc[int(np.flatnonzero(fold_of_row < 0)[0])]
                 raise DataError(f"sample {sample!r} is in no test fold; check the manifest folds")
-            y_all = data.labels[records["sample_index"].to_numpy()]
-            predicted = probs.argmax(1)
-            pooled = classification_metrics(y_all, predicted, len(data.classes))
-            scores += _rows(model_name, cond.name, level, level_value, "all", seed, pooled)
-            predictions.append(_predictions(data, records, probs, fold_of_row, seed))
+            index = records["sample_index"].to_numpy()
+            pooled = _score(data, index, outputs)
+            scores += _rows(model_name, cond.name, level, level_value, "all", seed, pooled, keys)
+            predictions.append(_predictions(data, records, outputs, fold_of_row, seed))
             if first_cm is None:
-                first_cm = confusion_matrix(y_all, predicted, len(data.classes))
+                first_cm = _confusion(data, index, outputs)
 
     table = pd.DataFrame(scores, columns=list(SCORE_COLUMNS))
-    metrics = summarise(table, model_name, cond)
+    metrics = summarise(table, model_name, cond, data.task)
     _write_csv(out["scores"], table)
     write_json(out["metrics"], metrics)
     _write_csv(out["predictions"], pd.concat(predictions, ignore_index=True))
     assert first_cm is not None
+    cm, names = first_cm
     _write_csv(
         out["confusion_csv"],
-        pd.DataFrame(first_cm, index=pd.Index(data.classes, name="actual"), columns=data.classes),
+        pd.DataFrame(cm, index=pd.Index(names, name="actual"), columns=names),
         index=True,
     )
     first = metrics["levels"][cond.levels[0]]
+    headline = "ua" if data.task == "classification" else "acc7"
     plot_confusion(
-        first_cm, data.classes, out["confusion_png"],
-        title=f"{model_name} / {cond.name} {cond.levels[0]}: UA {first['ua']:.3f}",
+        cm, names, out["confusion_png"],
+        title=f"{model_name} / {cond.name} {cond.levels[0]}: {headline} {first[headline]:.3f}",
     )  # fmt: skip
     _track(params, model_name, cond.name, summary, metrics, list(out.values()))
+    shown = REPORT_DEFAULTS[data.task]
     for level, m in metrics["levels"].items():
-        log.info("%s / %s %s: UA %.4f ± %.4f  WA %.4f", model_name, cond.name, level,
-                 m["ua"], m["ua_std"], m["wa"])  # fmt: skip
+        log.info("%s / %s %s: %s", model_name, cond.name, level,
+                 "  ".join(f"{k} {m[k]:.4f} ± {m[k + '_std']:.4f}" for k in shown))  # fmt: skip
     return metrics
 
 
-def summarise(table: pd.DataFrame, model_name: str, cond: ConditionStore) -> dict[str, Any]:
+def _score(data: ModelData, index: np.ndarray, outputs: np.ndarray) -> dict[str, float]:
+    """The task's metrics of these rows' outputs (probabilities, or the predicted value)."""
+    if data.task == "regression":
+        assert data.targets is not None
+        return regression_metrics(data.targets[index], outputs[:, 0])
+    return classification_metrics(data.labels[index], outputs.argmax(1), len(data.classes))
+
+
+def _confusion(
+    data: ModelData, index: np.ndarray, outputs: np.ndarray
+) -> tuple[np.ndarray, list[str]]:
+    """Counts and class names: the store's classes, or the Acc-7 classes for regression."""
+    if data.task == "regression":
+        assert data.targets is not None
+        shift = len(SENTIMENT_CLASSES) // 2
+        t = rounded_scores(data.targets[index]).astype(np.int64) + shift
+        p = rounded_scores(outputs[:, 0]).astype(np.int64) + shift
+        return confusion_matrix(t, p, len(SENTIMENT_CLASSES)), SENTIMENT_CLASSES
+    cm = confusion_matrix(data.labels[index], outputs.argmax(1), len(data.classes))
+    return cm, list(data.classes)
+
+
+def summarise(
+    table: pd.DataFrame, model_name: str, cond: ConditionStore, task: str = "classification"
+) -> dict[str, Any]:
     """Per level: pooled score mean/std over seeds, and mean/std over all (fold, seed) pairs."""
     levels: dict[str, dict[str, float]] = {}
     for level in cond.levels:
         part = table[table["level"] == level]
         entry: dict[str, float] = {}
-        for key in METRIC_KEYS:
+        for key in task_metric_keys(task):
             pooled = part[(part["fold"] == "all") & (part["metric"] == key)]["value"]
             folds = part[(part["fold"] != "all") & (part["metric"] == key)]["value"]
             entry[key] = float(pooled.mean())
@@ -162,6 +205,7 @@ def summarise(table: pd.DataFrame, model_name: str, cond: ConditionStore) -> dic
         levels[level] = entry
     return {
         "model": model_name,
+        "task": task,
         "condition": cond.name,
         "kind": cond.kind,
         "seeds": sorted(int(s) for s in table["seed"].unique()),
@@ -172,7 +216,7 @@ def summarise(table: pd.DataFrame, model_name: str, cond: ConditionStore) -> dic
 
 def _rows(
     model: str, condition: str, level: str, level_value: float, fold: int | str, seed: int,
-    metrics: dict[str, float],
+    metrics: dict[str, float], keys: tuple[str, ...],
 ) -> list[dict[str, Any]]:  # fmt: skip
     return [
         {
@@ -185,7 +229,7 @@ def _rows(
             "metric": key,
             "value": metrics[key],
         }
-        for key in METRIC_KEYS
+        for key in keys
     ]
 
 
@@ -228,7 +272,8 @@ def _load_fold(
 def _predict(
     model: torch.nn.Module, tensors: FoldTensors, records: pd.DataFrame, seed: int
 ) -> np.ndarray:
-    """Class probabilities for these record rows (missing modalities and feature noise applied).
+    """Class probabilities `[N, C]`, or the predicted value `[N, 1]` of a regression model, for
+    these record rows (missing modalities and feature noise applied).
 
     Models that sample at test time (NMER) draw from a torch RNG seeded with `seed`.
     """
@@ -254,8 +299,12 @@ def _predict_rows(
         mask = None
         if not all(present[m][pos].all() for m in modalities):
             mask = {m: torch.as_tensor(present[m][pos], device=tensors.device) for m in modalities}
-        out.append(torch.softmax(forward(model, inputs, lengths, mask).float(), 1).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, len(tensors.labels.unique())))
+        raw = forward(model, inputs, lengths, mask).float()
+        out.append((raw if tensors.task == "regression" else torch.softmax(raw, 1)).cpu().numpy())
+    if not out:  # no rows: only the width matters
+        width = 1 if tensors.task == "regression" else len(tensors.labels.unique())
+        return np.zeros((0, width))
+    return np.concatenate(out)
 
 
 def _noisy(
@@ -282,10 +331,16 @@ def _noisy(
 
 
 def _predictions(
-    data: ModelData, records: pd.DataFrame, probs: np.ndarray, folds: np.ndarray, seed: int
+    data: ModelData, records: pd.DataFrame, outputs: np.ndarray, folds: np.ndarray, seed: int
 ) -> pd.DataFrame:
+    """One row per record: actual and predicted class (+ probabilities), or value (regression)."""
     classes = np.asarray(data.classes)
     index = records["sample_index"].to_numpy()
+    if data.task == "regression":
+        assert data.targets is not None
+        actual, predicted = data.targets[index], np.round(outputs[:, 0], 6)
+    else:
+        actual, predicted = classes[data.labels[index]], classes[outputs.argmax(1)]
     frame = pd.DataFrame(
         {
             "level": records["level"].to_numpy(),
@@ -294,12 +349,13 @@ def _predictions(
             "speaker": data.manifest["speaker"].to_numpy()[index],
             "fold": folds,
             **{f"present_{m}": records[f"present_{m}"].to_numpy() for m in MODALITIES},
-            "actual": classes[data.labels[index]],
-            "predicted": classes[probs.argmax(1)],
+            "actual": actual,
+            "predicted": predicted,
         }
     )
-    for i, name in enumerate(data.classes):
-        frame[f"prob_{name}"] = np.round(probs[:, i], 6)
+    if data.task == "classification":
+        for i, name in enumerate(data.classes):
+            frame[f"prob_{name}"] = np.round(outputs[:, i], 6)
     return frame
 
 
@@ -329,10 +385,16 @@ def _check_compatible(
     path: Path,
 ) -> None:
     """The checkpoint must match today's params, store classes and fold; else retrain."""
+    saved = {**_SPEC_DEFAULTS, **meta.get("spec", {})}
+    free = architecture(spec.arch).inference_options  # e.g. IMDer's sampler: weights unchanged
+    current = {key: getattr(spec, key) for key in _SPEC_KEYS}
+    for values in (saved, current):
+        values["options"] = {k: v for k, v in (values.get("options") or {}).items()
+                             if k not in free}  # fmt: skip
     problems = [
-        f"{key} {meta.get('spec', {}).get(key)!r} != {getattr(spec, key)!r}"
+        f"{key} {saved.get(key)!r} != {current[key]!r}"
         for key in _SPEC_KEYS
-        if meta.get("spec", {}).get(key) != getattr(spec, key)
+        if saved.get(key) != current[key]
     ]
     if meta.get("classes") != data.classes:
         problems.append(f"classes {meta.get('classes')} != store classes {data.classes}")

@@ -1,12 +1,14 @@
 """Architecture names used in params.yaml (`models.<name>.arch`) -> how to build the model.
 
 A builder has the signature `build(spec, input_dims, n_classes, *, levels=None) -> nn.Module`;
+`n_classes` is the number of outputs (`n_outputs`: 1 for a `task: regression` model) and
 `levels` tells it which modalities arrive as frame sequences. `frame_inputs` says whether the
 architecture consumes frame sequences at all: if not, the data layer hands it utterance vectors
 (the frame mean) for frame-level features. Methods with two stages (NMER) also give
 `build_stage1` (the model `robustmer pretrain` trains) and `prepare`, which initialises the
 model from the fold's stage-1 checkpoint and returns its training objective;
-`corrupted_validation` makes model selection use the training corruption's fixed masks.
+`corrupted_validation` makes model selection use the training corruption's fixed masks;
+`inference_options` may change between training and evaluation (IMDer's sampler and steps).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class Architecture:
     build_stage1: Builder | None = None
     prepare: Prepare | None = None
     corrupted_validation: bool = False
+    inference_options: frozenset[str] = frozenset()  # may differ between training and evaluation
 
 
 _REGISTRY: dict[str, Architecture] = {}
@@ -50,6 +53,7 @@ def register(
     build_stage1: Builder | None = None,
     prepare: Prepare | None = None,
     corrupted_validation: bool = False,
+    inference_options: frozenset[str] = frozenset(),
 ) -> Callable[[Builder], Builder]:
     """Decorator: make `build` available as `arch: <name>` in params.yaml."""
 
@@ -57,8 +61,9 @@ def register(
         if name in _REGISTRY:
             raise ValueError(f"architecture {name!r} is registered twice")
         _REGISTRY[name] = Architecture(
-            name, build, frame_inputs, build_stage1, prepare, corrupted_validation
-        )
+            name, build, frame_inputs, build_stage1, prepare, corrupted_validation,
+            inference_options,
+        )  # fmt: skip
         return build
 
     return wrap
@@ -75,17 +80,26 @@ def architectures() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def n_outputs(spec: ModelSpec, n_classes: int) -> int:
+    """Outputs of the model's head: one score per class, or one value for regression."""
+    return 1 if spec.task == "regression" else n_classes
+
+
 def build_model(
     spec: ModelSpec,
     input_dims: Mapping[str, int],
     n_classes: int,
     levels: Mapping[str, str] | None = None,
 ) -> nn.Module:
-    """Build the model named by `spec.arch` for these per-modality input dims."""
+    """Build the model named by `spec.arch` for these per-modality input dims.
+
+    `n_classes` is the store's class count; the builder gets `n_outputs(spec, n_classes)`.
+    """
     missing = set(spec.features) - set(input_dims)
     if missing:
         raise ConfigError(f"model {spec.name!r}: no input dims for {sorted(missing)}")
-    return architecture(spec.arch).build(spec, dict(input_dims), n_classes, levels=levels)
+    build = architecture(spec.arch).build
+    return build(spec, dict(input_dims), n_outputs(spec, n_classes), levels=levels)
 
 
 @register("early_fusion")
@@ -205,3 +219,82 @@ def build_nmer(
 
     return NMER(input_dims, dict(levels or {}), n_classes, hidden=spec.hidden_dim,
                 **_nmer_options(spec))  # fmt: skip
+
+
+_IMDER_MULT_OPTIONS = {
+    "seq_len", "proj_dim", "nlevels", "num_heads", "attn_dropout", "attn_dropout_a",
+    "attn_dropout_v", "relu_dropout", "res_dropout", "out_dropout", "embed_dropout",
+}  # fmt: skip
+_IMDER_OPTIONS = _IMDER_MULT_OPTIONS | {
+    "sigma",
+    "sampler",
+    "steps",
+    "score_weight",
+    "recovery",
+    "condition_noise",
+}
+
+
+def _imder_options(spec: ModelSpec, allowed: set[str] = _IMDER_OPTIONS) -> dict[str, Any]:
+    unknown = set(spec.options) - _IMDER_OPTIONS
+    if unknown:
+        raise ConfigError(
+            f"model {spec.name!r}: unknown imder options {sorted(unknown)} "
+            f"(known: {sorted(_IMDER_OPTIONS)})"
+        )
+    return {k: v for k, v in spec.options.items() if k in allowed}
+
+
+def build_mult(
+    spec: ModelSpec,
+    input_dims: dict[str, int],
+    n_classes: int,
+    *,
+    levels: Mapping[str, str] | None = None,
+) -> nn.Module:
+    """IMDer's stage 1: the MulT backbone trained on complete data (MR = 0)."""
+    from robustmer.models.mult import MulT
+
+    return MulT(input_dims, n_classes, **_imder_options(spec, _IMDER_MULT_OPTIONS))
+
+
+def prepare_imder(
+    model: nn.Module, spec: ModelSpec, stage1_path: Path, data: Any, device: torch.device
+) -> Callable[..., torch.Tensor]:
+    """Load the fold's pretrained MulT (strict) and freeze its projections; plain task loss."""
+    from robustmer.errors import DataError
+    from robustmer.training.checkpoint import load_checkpoint
+
+    if not Path(stage1_path).is_file():
+        raise DataError(
+            f"{stage1_path}: MulT pretraining checkpoint not found; run "
+            f"`robustmer pretrain {spec.name}` (or `dvc repro pretrain@{spec.name}`) first"
+        )
+    model.load_pretrained(load_checkpoint(Path(stage1_path), spec.name)["state_dict"])
+
+    def objective(
+        m: nn.Module, inputs: Any, lengths: Any, y: torch.Tensor, present: Any
+    ) -> torch.Tensor:
+        return m.training_loss(inputs, lengths, y, present)[0]
+
+    return objective
+
+
+@register(
+    "imder",
+    frame_inputs=True,
+    build_stage1=build_mult,
+    prepare=prepare_imder,
+    corrupted_validation=True,  # the released code validates under the training schedule
+    inference_options=frozenset({"sampler", "steps", "recovery"}),
+)
+def build_imder(
+    spec: ModelSpec,
+    input_dims: dict[str, int],
+    n_classes: int,
+    *,
+    levels: Mapping[str, str] | None = None,
+) -> nn.Module:
+    from robustmer.models.imder import IMDer
+
+    return IMDer(input_dims, n_classes, **_imder_options(spec))

@@ -23,6 +23,7 @@ from robustmer.errors import DataError
 from robustmer.seeding import rng
 
 NORM_EPS = 1e-6
+REGRESSION_COLUMN = "regression"
 PROTOCOL_FILE = "protocol.parquet"
 ROLES = ("train", "val", "test")
 SPLITS = ("train", "valid", "test")
@@ -56,13 +57,23 @@ class ModalityInput:
 
 @dataclass
 class ModelData:
-    """What one model reads from the store: its inputs, the labels and the protocol columns."""
+    """What one model reads from the store: its inputs, the labels and the protocol columns.
+
+    `labels` says which rows are labelled (and their class) for either task, so folds and the
+    unlabelled pool are the same for both; a regression model also has `targets`, the float
+    value it learns and is scored on (NaN on unlabelled rows).
+    """
 
     inputs: dict[str, ModalityInput]
     labels: np.ndarray  # class index per row; -1 for unlabelled rows (a semi-supervised pool)
     manifest: pd.DataFrame  # sample_id, speaker, and fold (int) and/or split where the store has
     classes: list[str]
     roles: pd.DataFrame | None = None  # protocol.parquet: sample_id, fold, role (explicit folds)
+    targets: np.ndarray | None = None  # float64 per row for regression models, else None
+
+    @property
+    def task(self) -> str:
+        return "classification" if self.targets is None else "regression"
 
     @property
     def input_dims(self) -> dict[str, int]:
@@ -117,7 +128,38 @@ def load_model_data(store: FeatureStore, spec: ModelSpec, frame_inputs: bool) ->
         protocol["fold"] = _fold_column(manifest, store.root, labelled=labels >= 0)
     if "split" in manifest.columns:
         protocol["split"] = manifest["split"].astype(str).to_numpy()
-    return ModelData(inputs, labels, protocol, store.classes, roles)
+    targets = None
+    if spec.task == "regression":
+        targets = regression_targets(manifest, labels >= 0, f"{store.root}/manifest.parquet")
+    return ModelData(inputs, labels, protocol, store.classes, roles, targets)
+
+
+def regression_targets(manifest: pd.DataFrame, labelled: np.ndarray, source: str) -> np.ndarray:
+    """The manifest's float `regression` column; every labelled row must have a finite value.
+
+    Unlabelled rows get NaN (they are never trained or tested), whatever the column holds.
+    """
+    if REGRESSION_COLUMN not in manifest.columns:
+        raise DataError(
+            f"{source}: no `{REGRESSION_COLUMN}` column, so a model with `task: regression` has "
+            "no targets; use a store whose adapter writes one (mosi, mosei) or set the model's "
+            "`task: classification` in params.yaml"
+        )
+    try:
+        values = manifest[REGRESSION_COLUMN].to_numpy(dtype=np.float64, na_value=np.nan)
+    except (TypeError, ValueError) as exc:
+        raise DataError(
+            f"{source}: `{REGRESSION_COLUMN}` must hold numbers ({exc}); rebuild the store"
+        ) from exc
+    bad = labelled & ~np.isfinite(values)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"{source}: labelled sample {manifest['sample_id'].iloc[first]!r} has "
+            f"{REGRESSION_COLUMN} {values[first]} ({int(bad.sum())} such samples); fix the "
+            "source's regression labels and re-run `robustmer acquire` and `robustmer extract`"
+        )
+    return np.where(labelled, values, np.nan)
 
 
 def encode_labels(
@@ -336,11 +378,19 @@ Batch = tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None, torch.Ten
 
 
 class FoldTensors:
-    """All utterances normalised with one fold's statistics, on the device, ready to batch."""
+    """All utterances normalised with one fold's statistics, on the device, ready to batch.
+
+    `y` is what a batch returns as its target: class indices (`labels`) for classification,
+    float32 `targets` for regression.
+    """
 
     def __init__(self, data: ModelData, normaliser: Normaliser, device: torch.device):
         self.device = device
+        self.task = data.task
         self.labels = torch.tensor(data.labels, dtype=torch.long, device=device)
+        self.y = self.labels
+        if data.targets is not None:
+            self.y = torch.tensor(data.targets, dtype=torch.float32, device=device)
         self.values: dict[str, torch.Tensor] = {}
         self.offsets: dict[str, np.ndarray] = {}
         for m, x in data.inputs.items():
@@ -349,7 +399,7 @@ class FoldTensors:
                 self.offsets[m] = np.asarray(x.offsets)
 
     def batch(self, indices: np.ndarray) -> Batch:
-        """Inputs (sequences zero-padded at the end), lengths (None if no sequences), labels."""
+        """Inputs (sequences zero-padded at the end), lengths (None if no sequences), `y`."""
         idx = torch.as_tensor(indices, dtype=torch.long, device=self.device)
         inputs: dict[str, torch.Tensor] = {}
         lengths: dict[str, torch.Tensor] = {}
@@ -364,7 +414,7 @@ class FoldTensors:
                 inputs[m] = values.new_zeros(len(seqs), 1, values.shape[1])
             else:
                 inputs[m] = pad_sequence(seqs, batch_first=True)
-        return inputs, (lengths or None), self.labels.index_select(0, idx)
+        return inputs, (lengths or None), self.y.index_select(0, idx)
 
 
 def iterate_batches(

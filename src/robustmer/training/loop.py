@@ -20,7 +20,11 @@ from torch import nn
 
 from robustmer.config import TrainConfig
 from robustmer.corruption.training import TrainingCorruption
-from robustmer.evaluation.metrics import classification_metrics
+from robustmer.evaluation.metrics import (
+    classification_metrics,
+    higher_is_better,
+    regression_metrics,
+)
 from robustmer.models.missing import forward
 from robustmer.training.data import FoldTensors, iterate_batches
 
@@ -28,7 +32,7 @@ log = logging.getLogger(__name__)
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 Present = dict[str, torch.Tensor] | None
-# (model, inputs, lengths, labels, present) -> scalar loss; the default is cross-entropy.
+# (model, inputs, lengths, y, present) -> scalar loss; the default is the task loss (`task_loss`).
 Objective = Callable[[nn.Module, dict[str, torch.Tensor], Present, torch.Tensor, Present],
                      torch.Tensor]  # fmt: skip
 
@@ -77,16 +81,22 @@ def fit(
 ) -> FitResult:
     """Train with Adam; after each epoch score the validation rows and keep the best weights.
 
-    The best epoch maximises `cfg.selection_metric` on validation (ties keep the earlier epoch);
-    with `cfg.patience > 0` training stops once that many epochs pass without improvement.
-    Epochs are numbered from 1; `on_epoch(epoch, metrics)` receives train_loss, val_loss and
-    val_<metric> for every epoch. `corruption` (missing modalities or feature noise drawn per
-    batch from its own seed stream) applies to training batches; validation stays clean unless
-    `val_present` gives fixed per-row masks for the validation rows. `objective` replaces the
-    cross-entropy loss (NMER's CE + invariance + reconstruction + KL). Adam uses `cfg.beta1`;
+    The task is the data's (`tensors.task`): classification trains cross-entropy on the logits
+    and scores `classification_metrics`; regression trains L1 on the single output and scores
+    `regression_metrics` (y is float). The best epoch is the best `cfg.selection_metric` on
+    validation, lowest for mae and loss (the validation task loss), highest otherwise; ties and
+    NaN scores keep the earlier epoch. With `cfg.patience > 0` training stops once that many
+    epochs pass without improvement. Epochs are numbered from 1; `on_epoch(epoch, metrics)`
+    receives train_loss, val_loss and val_<metric> for every epoch. `corruption` (missing
+    modalities or feature noise drawn per batch from its own seed stream) applies to training
+    batches; validation stays clean unless `val_present` gives fixed per-row masks for the
+    validation rows. `objective` replaces the task loss (NMER's CE + invariance +
+    reconstruction + KL) and receives the same y. Adam uses `cfg.beta1`;
     with `cfg.decay_epochs` the LR stays constant, then decays linearly over the last epochs
     (MMIN/NMER: lambda(e) = 1 - max(0, e + 1 - n_const) / (decay_epochs + 1), stepped per
-    epoch); `cfg.grad_clip` clips the gradient norm per sub-network when the model lists them.
+    epoch); `cfg.lr_scheduler: plateau` halves (`plateau_factor`) the LR when the validation
+    loss stalls for `plateau_patience` epochs (MMSA/IMDer); `cfg.grad_clip` clips the gradient
+    norm per sub-network when the model lists them, or each entry (`grad_clip_mode: value`).
     """
     device = tensors.device
     model.to(device)
@@ -102,11 +112,18 @@ def fit(
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimiser, lambda e: 1.0 - max(0, e + 1 - constant) / (cfg.decay_epochs + 1)
         )
+    plateau = None
+    if cfg.lr_scheduler == "plateau":
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimiser, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience
+        )
+    n_batches = -(-len(train_idx) // cfg.batch_size)
     use_amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    loss_fn = nn.CrossEntropyLoss()
+    loss_fn = task_loss(tensors.task)
     generator = torch.Generator().manual_seed(seed)
     key = f"val_{cfg.selection_metric}"
+    sign = 1.0 if higher_is_better(cfg.selection_metric) else -1.0
 
     best_score, best_epoch, best_state = -np.inf, 0, None
     best_metrics: dict[str, float] = {}
@@ -115,6 +132,8 @@ def fit(
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         total, count = 0.0, 0
+        if corruption is not None:
+            corruption.start_epoch(n_batches)
         for idx in iterate_batches(train_idx, cfg.batch_size, generator):
             inputs, lengths, y = tensors.batch(idx)
             present = None
@@ -129,26 +148,27 @@ def fit(
             scaler.scale(loss).backward()
             if cfg.grad_clip:
                 scaler.unscale_(optimiser)
-                clip_gradients(model, cfg.grad_clip)
+                clip_gradients(model, cfg.grad_clip, cfg.grad_clip_mode)
             scaler.step(optimiser)
             scaler.update()
             total += float(loss.detach()) * len(idx)
             count += len(idx)
         if scheduler is not None:
             scheduler.step()
-        logits = predict_logits(model, tensors, val_idx, cfg.batch_size, val_present, seed)
-        y_val = tensors.labels[torch.as_tensor(val_idx, device=device)]
-        val_loss = float(loss_fn(logits, y_val))
-        scores = classification_metrics(
-            y_val.cpu().numpy(), logits.argmax(1).cpu().numpy(), n_classes
-        )
-        metrics = {"train_loss": total / max(count, 1), "val_loss": val_loss}
-        metrics |= {f"val_{k}": v for k, v in scores.items() if k != "n_samples"}
+        out = predict_logits(model, tensors, val_idx, cfg.batch_size, val_present, seed)
+        y_val = tensors.y[torch.as_tensor(val_idx, device=device)]
+        metrics = {"train_loss": total / max(count, 1), "val_loss": float(loss_fn(out, y_val))}
+        scores = validation_scores(tensors.task, out, y_val, n_classes)
+        metrics |= {f"val_{k}": v for k, v in scores.items() if not k.startswith("n_")}
+        if plateau is not None:
+            plateau.step(metrics["val_loss"])
         history.append({"epoch": epoch, **metrics})
         if on_epoch is not None:
             on_epoch(epoch, metrics)
-        if metrics[key] > best_score:
-            best_score, best_epoch, best_metrics = metrics[key], epoch, metrics
+        score = sign * metrics[key]
+        score = -np.inf if np.isnan(score) else score  # e.g. non-zero Acc-2 with all-zero truth
+        if best_state is None or score > best_score:
+            best_score, best_epoch, best_metrics = score, epoch, metrics
             best_state = copy.deepcopy(model.state_dict())
         elif cfg.patience and epoch - best_epoch >= cfg.patience:
             break
@@ -157,11 +177,32 @@ def fit(
     return FitResult(best_epoch, best_metrics, epoch, _to_cpu(best_state), history)
 
 
-def clip_gradients(model: nn.Module, max_norm: float) -> None:
-    """Clip the gradient norm of each sub-network separately (NMER) or of the whole model."""
+def task_loss(task: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """(model output, y) -> the default training loss: CE on logits, L1 on the one output."""
+    if task == "regression":
+        l1 = nn.L1Loss()
+        return lambda out, y: l1(out.squeeze(-1).float(), y)
+    return nn.CrossEntropyLoss()
+
+
+def validation_scores(
+    task: str, out: torch.Tensor, y: torch.Tensor, n_classes: int
+) -> dict[str, float]:
+    """The task's metrics of model outputs `[N, C]` (C = 1 for regression) against y."""
+    if task == "regression":
+        return regression_metrics(y.cpu().numpy(), out[:, 0].cpu().numpy())
+    return classification_metrics(y.cpu().numpy(), out.argmax(1).cpu().numpy(), n_classes)
+
+
+def clip_gradients(model: nn.Module, limit: float, mode: str = "norm") -> None:
+    """`norm`: clip the gradient norm of each sub-network separately (NMER) or of the whole
+    model; `value`: clamp every gradient entry to [-limit, limit] (MMSA/IMDer)."""
+    if mode == "value":
+        torch.nn.utils.clip_grad_value_([p for p in model.parameters() if p.requires_grad], limit)
+        return
     parts = model.sub_networks() if hasattr(model, "sub_networks") else {"model": model}
     for part in parts.values():
-        torch.nn.utils.clip_grad_norm_(part.parameters(), max_norm)
+        torch.nn.utils.clip_grad_norm_(part.parameters(), limit)
 
 
 @torch.no_grad()
@@ -173,7 +214,9 @@ def predict_logits(
     present: dict[str, np.ndarray] | None = None,
     seed: int = 0,
 ) -> torch.Tensor:
-    """Float32 logits `[len(indices), C]` in eval mode (dropout off), in the order given.
+    """Float32 outputs `[len(indices), C]` in eval mode (dropout off), in the order given.
+
+    C is the number of classes (logits), or 1 for a regression model (the predicted value).
 
     `present` holds per-row masks aligned with `indices`. Models that sample at test time
     (NMER's noise and latent) draw from a torch RNG seeded with `seed`, forked so the caller's

@@ -22,9 +22,9 @@ from robustmer.config import ModelSpec, Params, TrainConfig
 from robustmer.corruption.training import TrainingCorruption
 from robustmer.data.store import FeatureStore
 from robustmer.errors import ConfigError
-from robustmer.evaluation.metrics import METRIC_KEYS
+from robustmer.evaluation.metrics import task_metric_keys
 from robustmer.io import sha256_file, write_json
-from robustmer.models.registry import architecture, build_model, stage1_objective
+from robustmer.models.registry import architecture, build_model, n_outputs, stage1_objective
 from robustmer.seeding import derive_seed, seed_everything
 from robustmer.tracking import mlflow_run
 from robustmer.tracking.lineage import lineage_tags
@@ -130,6 +130,7 @@ def train_model(
         summary = {
             "model": model_name,
             "arch": spec.arch,
+            "task": spec.task,
             "classes": data.classes,
             "features": data.feature_names,
             "features_hash": tags["robustmer.features_hash"],
@@ -141,7 +142,7 @@ def train_model(
         }
         means = {
             f"cv_val_{k}": sum(f["val"][f"val_{k}"] for f in fold_summaries) / len(fold_summaries)
-            for k in METRIC_KEYS
+            for k in task_metric_keys(spec.task)
         }
         parent.log_metrics({**means, "train_seconds": time.perf_counter() - started})
         summary["mlflow_experiment_id"] = parent.client.get_run(parent.run_id).info.experiment_id
@@ -189,7 +190,8 @@ def _build(run: FoldRun, split: FoldSplit, replicate: int, seed: int) -> tuple[
     n_classes = len(data.classes)
     if run.stage == "pretrain":
         assert arch.build_stage1 is not None
-        model = arch.build_stage1(spec, data.input_dims, n_classes, levels=data.levels)
+        outputs = n_outputs(spec, n_classes)
+        model = arch.build_stage1(spec, data.input_dims, outputs, levels=data.levels)
         return model, stage1_objective, None, None
     model = build_model(spec, data.input_dims, n_classes, data.levels)
     objective = None
