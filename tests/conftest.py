@@ -140,6 +140,12 @@ def eval_outputs(results: Path, model: str, condition: str) -> dict[str, Path]:
     }
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _feature_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """`extract` caches per item: in tests under a session folder, never the project's data/."""
+    os.environ["ROBUSTMER_FEATURE_CACHE"] = str(tmp_path_factory.mktemp("feature-cache"))
+
+
 @pytest.fixture(scope="session")
 def store_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
     """Build a synthetic store in a fresh temporary folder: `store_factory(**kwargs)`."""

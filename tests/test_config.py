@@ -29,7 +29,9 @@ def test_minimal_params_get_every_default() -> None:
         }
     )
     assert params["acquire"]["builtin"]["n_speakers"] == 10
-    assert params["extract"]["video"]["crop_size"] == 32
+    assert params["extract"]["video"] == {"face_hog": {"kind": "face_hog"}}
+    assert params["extract"]["on_error"] == "fail"
+    assert params["validate"]["max_placeholder_fraction"] == 0.05
     assert params["mlflow"]["tracking_uri"] == "sqlite:///mlflow.db"
     spec = ModelSpec.from_params(params, "m")
     assert spec.hidden_dim == 128 and spec.features == {"audio": "egemaps_functionals"}

@@ -1,7 +1,13 @@
-"""Extractors on real media from the built-in generator: shapes, dims, bad-file errors."""
+"""Extractors on real media from the built-in generator: shapes, dims, bad-file errors.
+
+The first half runs the whole extract stage into a store; the second drives the extractor
+classes (openSMILE, log-mel, sentence, face HOG) directly and checks they give the store's
+numbers, so moving the stage onto the classes cannot change a feature.
+"""
 
 from __future__ import annotations
 
+import itertools
 import shutil
 from pathlib import Path
 
@@ -12,9 +18,14 @@ import pytest
 from robustmer.config import validate_params
 from robustmer.data.builtin import generate_corpus
 from robustmer.data.store import FeatureStore
-from robustmer.errors import DataError
+from robustmer.errors import ConfigError, DataError
+from robustmer.features.audio import OpenSmileExtractor
+from robustmer.features.base import MediaError
 from robustmer.features.extract import extract
-from robustmer.features.video import hog_dim
+from robustmer.features.logmel import LogMelExtractor, mel_filterbank
+from robustmer.features.media import load_audio, uniform_indices, video_fps
+from robustmer.features.text import SentenceExtractor
+from robustmer.features.video import FaceHogExtractor, hog_dim
 
 SMALL = {"n_speakers": 2, "utterances_per_speaker": 4, "n_folds": 2}
 
@@ -85,7 +96,8 @@ def test_video_mean_is_the_frame_mean(store: FeatureStore) -> None:
         rtol=1e-5,
         atol=1e-6,
     )
-    assert store.meta("video/face_hog").params["face_found_rate"] > 0.5
+    params = store.meta("video/face_hog").params
+    assert params.get("stats", params)["face_found_rate"] > 0.5
 
 
 def test_text_embeddings_are_unit_norm_and_differ(store: FeatureStore) -> None:
@@ -131,10 +143,12 @@ def test_unreadable_video_names_the_file(params: dict, raw: Path, tmp_path: Path
 
 
 def test_empty_transcript_gives_zeros(params: dict, raw: Path, tmp_path: Path) -> None:
-    from robustmer.features.text import extract_text
+    from robustmer.features.text import SentenceExtractor
 
-    (feat,) = extract_text(["", "   ", "I am thrilled!"], params["extract"]["text"], "cpu")
-    vectors = np.concatenate(feat.sequences)
+    ext = SentenceExtractor("minilm", {"model": "minilm"})
+    ext.setup()
+    out = ext.extract(["", "   ", "I am thrilled!"])
+    vectors = np.concatenate([o[""] for o in out])
     assert not vectors[:2].any() and np.abs(vectors[2]).sum() > 0
 
 
@@ -156,3 +170,183 @@ def test_failed_rerun_keeps_the_previous_store(
 def test_missing_metadata_says_run_acquire(params: dict, tmp_path: Path) -> None:
     with pytest.raises(DataError, match="robustmer acquire"):
         extract(params, tmp_path / "nothing", tmp_path / "features")
+
+
+# --------------------------------------------------------------------------------------------
+# The extractor classes behind the registry
+# --------------------------------------------------------------------------------------------
+
+
+def _paths(store: FeatureStore, column: str) -> list[Path]:
+    return [Path(p) for p in store.manifest[column]]
+
+
+def _per_item(store: FeatureStore, name: str) -> list[np.ndarray]:
+    values, offsets = store.values(name), store.offsets(name)
+    return [values[a:b] for a, b in itertools.pairwise(offsets)]
+
+
+def test_opensmile_class_gives_the_store_numbers(store: FeatureStore) -> None:
+    ext = OpenSmileExtractor("egemaps", {"kind": "opensmile"})
+    ext.setup()
+    func, lld = ext.outputs()
+    assert (func.suffix, func.level, func.dim, func.frame_rate) == (
+        "_functionals",
+        "utterance",
+        88,
+        None,
+    )
+    assert (lld.suffix, lld.level, lld.dim, lld.frame_rate) == ("_lld", "frame", 25, 100.0)
+    assert func.feature_names == store.meta("audio/egemaps_functionals").feature_names
+    out = ext.extract(_paths(store, "audio_path")[:3])
+    for item, f, low in zip(
+        out,
+        _per_item(store, "audio/egemaps_functionals"),
+        _per_item(store, "audio/egemaps_lld"),
+        strict=False,
+    ):
+        assert set(item) == {"_functionals", "_lld"}
+        np.testing.assert_array_equal(item["_functionals"], f)
+        np.testing.assert_array_equal(item["_lld"], low)
+    assert ext.cache_key() == {
+        "kind": "opensmile",
+        "params": {"feature_set": "eGeMAPSv02", "vad": False},
+        "version": ext.version(),
+    }
+
+
+def test_opensmile_compare_set_and_vad_option(store: FeatureStore) -> None:
+    path = _paths(store, "audio_path")[0]
+    compare = OpenSmileExtractor("compare", {"feature_set": "ComParE_2016"})
+    compare.setup()
+    assert [o.dim for o in compare.outputs()] == [6373, 65]
+    (item,) = compare.extract([path])
+    assert item["_functionals"].shape == (1, 6373) and item["_lld"].shape[1] == 65
+    trimmed = OpenSmileExtractor("egemaps", {"vad": True})
+    trimmed.setup()
+    (item,) = trimmed.extract([path])
+    full = _per_item(store, "audio/egemaps_lld")[0]
+    assert 0 < len(item["_lld"]) <= len(full) and np.isfinite(item["_functionals"]).all()
+    assert "silero-vad" in trimmed.version()
+
+
+def test_logmel_frames_dims_and_a_tone_in_the_right_band(store: FeatureStore) -> None:
+    ext = LogMelExtractor("logmel", {})
+    ext.setup()
+    (spec,) = ext.outputs()
+    assert (spec.suffix, spec.level, spec.dim, spec.frame_rate) == ("", "frame", 64, 100.0)
+    path = _paths(store, "audio_path")[0]
+    (item,) = ext.extract([path])
+    n = len(load_audio(path))
+    assert item[""].shape == (1 + n // 160, 64) and item[""].dtype == np.float32
+    assert np.isfinite(item[""]).all()
+    rate = 16000
+    tone = np.sin(2 * np.pi * 1000 * np.arange(rate) / rate).astype(np.float32)
+    frames = ext.logmel(tone)
+    fb = mel_filterbank(64, 512, rate)
+    peak_band = int(np.argmax(fb[round(1000 / (rate / 512))]))
+    assert int(np.bincount(frames[5:-5].argmax(axis=1)).argmax()) == peak_band
+    assert np.all(fb.max(axis=0) > 0.5)  # no empty filter at 64 bands / 512-point FFT
+    coarse = LogMelExtractor("fbank", {"n_mels": 40, "win_ms": 32, "hop_ms": 20})
+    coarse.setup()
+    assert coarse.logmel(tone).shape == (1 + rate // 320, 40)
+    assert coarse.outputs()[0].frame_rate == 50.0
+
+
+def test_sentence_class_batched_gives_the_store_numbers(store: FeatureStore) -> None:
+    ext = SentenceExtractor("minilm", {"kind": "sentence", "batch_size": 3})
+    assert ext.batch_size == 3 and ext.outputs()[0].dim == 384
+    ext.setup()
+    texts = store.manifest["text"].tolist()
+    rows = []
+    for start in range(0, len(texts), ext.batch_size):  # as the stage batches transcripts
+        rows += [item[""] for item in ext.extract(texts[start : start + ext.batch_size])]
+    np.testing.assert_allclose(
+        np.concatenate(rows), store.utterance_matrix("text/minilm"), atol=2e-6
+    )
+    empty = ext.extract(["", None, "  "])
+    assert all(item[""].shape == (1, 384) and not item[""].any() for item in empty)
+
+
+def test_face_hog_class_gives_the_store_numbers(store: FeatureStore) -> None:
+    ext = FaceHogExtractor("face_hog", {"kind": "face_hog"})
+    ext.setup()
+    paths = _paths(store, "video_path")[:3]
+    ext.probe(paths)
+    frame, mean = ext.outputs()
+    dim = hog_dim(32)
+    assert (frame.suffix, frame.level, frame.dim) == ("", "frame", dim)
+    assert frame.frame_rate == store.meta("video/face_hog").frame_rate == video_fps(paths[0])
+    assert (mean.suffix, mean.level, mean.dim, mean.frame_rate) == ("_mean", "utterance", dim, None)
+    out = ext.extract(paths)
+    for item, seq, avg in zip(
+        out,
+        _per_item(store, "video/face_hog"),
+        _per_item(store, "video/face_hog_mean"),
+        strict=False,
+    ):
+        np.testing.assert_array_equal(item[""], seq)
+        np.testing.assert_array_equal(item["_mean"], avg)
+    stats = ext.stats()
+    assert stats["clips"] == 3 and stats["frames"] == sum(len(i[""]) for i in out)
+    assert stats["face_found_rate"] > 0.5
+
+
+def test_face_hog_uniform_frames_and_steps(store: FeatureStore) -> None:
+    path = _paths(store, "video_path")[0]
+    every = _per_item(store, "video/face_hog")[0]
+    sampled = FaceHogExtractor("face_hog", {"frames": 6, "detect_every": 1})
+    sampled.setup()
+    sampled.probe([path])
+    (item,) = sampled.extract([path])
+    assert item[""].shape == (6, hog_dim(32)) and sampled.outputs()[0].frame_rate is None
+    dense = FaceHogExtractor("face_hog", {"detect_every": 1})
+    dense.setup()
+    (full,) = dense.extract([path])
+    np.testing.assert_array_equal(item[""], full[""][uniform_indices(len(every), 6)])
+    stepped = FaceHogExtractor("face_hog", {"frame_step": 2, "crop_size": 48})
+    stepped.setup()
+    stepped.probe([path])
+    (item,) = stepped.extract([path])
+    assert item[""].shape == (-(-len(every) // 2), hog_dim(48))
+    assert stepped.outputs()[0].frame_rate == video_fps(path) / 2
+
+
+def test_options_are_checked_by_name() -> None:
+    with pytest.raises(ConfigError, match=r"extract.video.face_hog: unknown option.*'fps'"):
+        FaceHogExtractor("face_hog", {"fps": 25})
+    with pytest.raises(ConfigError, match=r"extract.video.face_hog.frames = -1"):
+        FaceHogExtractor("face_hog", {"frames": -1})
+    with pytest.raises(ConfigError, match=r"extract.audio.egemaps.feature_set = 'IS09'"):
+        OpenSmileExtractor("egemaps", {"feature_set": "IS09"})
+    with pytest.raises(ConfigError, match=r"extract.audio.fbank.n_mels"):
+        LogMelExtractor("fbank", {"n_mels": 0})
+    with pytest.raises(ConfigError, match=r"extract.text.minilm.model = '/nowhere'"):
+        SentenceExtractor("minilm", {"model": "/nowhere"}).setup()
+
+
+def test_media_extractors_raise_media_errors_naming_the_file(
+    store: FeatureStore, tmp_path: Path
+) -> None:
+    truncated = tmp_path / "truncated.wav"
+    wav = _paths(store, "audio_path")[0]
+    truncated.write_bytes(wav.read_bytes()[: wav.stat().st_size // 3])
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    silent_video = _paths(store, "video_path")[0]  # the built-in mp4 has no sound
+    smile = OpenSmileExtractor("egemaps", {})
+    smile.setup()
+    logmel = LogMelExtractor("logmel", {})
+    logmel.setup()
+    hog = FaceHogExtractor("face_hog", {})
+    hog.setup()
+    for ext, path, reason in [
+        (smile, truncated, "truncated"),
+        (logmel, truncated, "truncated"),
+        (logmel, silent_video, "no audio stream"),
+        (hog, empty, "empty"),
+        (hog, tmp_path / "gone.mp4", "does not exist"),
+    ]:
+        with pytest.raises(MediaError, match=rf"{path.name}: .*{reason}") as info:
+            ext.extract([path])
+        assert info.value.item == str(path)

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_MODELS = ("audio_mlp", "fusion_mlp", "nmer")
+TINY_MODELS = ("audio_mlp", "fusion_mlp", "nmer", "imder")
 TINY_CONDITIONS = {
     "clean": {"kind": "clean"},
     "missing_rate": {"kind": "missing_rate", "levels": [0.0, 0.6]},
@@ -40,6 +40,12 @@ def tiny_params() -> dict:
     params["models"]["nmer"].update(
         pretrain={"epochs": 10, "decay_epochs": 4, "batch_size": 8},
         train={"epochs": 12, "decay_epochs": 4, "batch_size": 8},
+    )
+    # IMDer: its MulT on complete data, then a few epochs with a 2-step ODE sampler.
+    params["models"]["imder"].update(
+        options={"steps": 2},
+        pretrain={"epochs": 10, "batch_size": 8},
+        train={"epochs": 3, "batch_size": 16},
     )
     params["corrupt"]["conditions"] = TINY_CONDITIONS
     return params
@@ -138,6 +144,7 @@ def test_dvc_repro_runs_everything(dvc_run: Path) -> None:
     # NMER, both stages, on the built-in corpus: clearly above chance (0.25) even with ~50
     # training utterances per fold (0.43 here; 0.83 on the default corpus).
     assert ua(got, "nmer", "clean", "clean") > 0.33, got["nmer/clean"]
+    assert ua(got, "imder", "clean", "clean") > 0.33, got["imder/clean"]
 
 
 def test_accuracy_falls_as_data_degrades(dvc_run: Path) -> None:
@@ -152,6 +159,8 @@ def test_accuracy_falls_as_data_degrades(dvc_run: Path) -> None:
     # inputs, whatever the condition.
     nmer = ua(got, "nmer", "clean", "clean")
     assert ua(got, "nmer", "missing_rate", "0") == ua(got, "nmer", "video_blur", "1") == nmer
+    imder = ua(got, "imder", "clean", "clean")  # MR 0: no sampling, the MulT path
+    assert ua(got, "imder", "missing_rate", "0") == ua(got, "imder", "video_blur", "1") == imder
     audio = ua(got, "audio_mlp", "clean", "clean")
     assert ua(got, "audio_mlp", "audio_snr", "-5") < ua(got, "audio_mlp", "audio_snr", "20")
     assert ua(got, "audio_mlp", "audio_snr", "-5") < audio - 0.05
@@ -179,7 +188,7 @@ def test_mlflow_run_per_model_with_lineage_tags(dvc_run: Path) -> None:
     runs = client.search_runs([exp.experiment_id])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert sorted(r.info.run_name for r in parents) == sorted(
-        [*TINY_MODELS, "nmer-pretrain", "report"]
+        [*TINY_MODELS, "nmer-pretrain", "imder-pretrain", "report"]
     )
     parents = [r for r in parents if r.info.run_name in TINY_MODELS]
     commit = subprocess.run(

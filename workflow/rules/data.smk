@@ -46,7 +46,16 @@ rule extract:
         mem_mb=4000,
         runtime=120,
     params:
-        settings=lambda w: {"device": config["device"], "extract": config["extract"]},
+        # What changes the store; workers and the per-item cache (data/cache/features/, not an
+        # output, so a rerun reads it back) do not, as in dvc.yaml.
+        settings=lambda w: {
+            "device": config["device"],
+            "extract": {
+                k: v
+                for k, v in config["extract"].items()
+                if k not in ("workers", "cache", "cache_dir")
+            },
+        },
     shell:
         "robustmer extract > {log} 2>&1"
 

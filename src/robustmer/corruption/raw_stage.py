@@ -1,11 +1,18 @@
 """Raw-media conditions: corrupt each utterance's audio, video or transcript, then re-extract.
 
 For every level the corrupted media go to a scratch folder, the modality's extractors from
-params.yaml `extract` run on them exactly as on clean media, and the result is written as an
-overlay store (same manifest, only the re-extracted features). Evaluation reads the clean store
+params.yaml `extract` run on them through the same code as clean media
+(`robustmer.features.extract.extract_modality`), and the result is written as an overlay store
+(same manifest, only the re-extracted features). Evaluation reads the clean store
 and swaps in the overlay's features, so the rest of the pipeline is unchanged. A level that
 leaves a modality untouched (blur rate 1, fraction 0) reuses the clean features instead of
 re-encoding the media.
+
+The per-item feature cache is not used here (`cache=None`): corrupted media are fresh bytes in a
+scratch folder deleted after each level, and a condition is regenerated mostly when its settings,
+the seed or the extractors change, which misses the cache anyway. The rare rerun that could hit
+does not justify one cache file per sample, level and condition left on disk for good. Bad items
+follow `extract.on_error` as on clean media; placeholders are recorded in the overlay.
 """
 
 from __future__ import annotations
@@ -23,6 +30,12 @@ from robustmer.corruption.conditions import Condition
 from robustmer.data.store import FeatureStore, StoreWriter
 from robustmer.errors import DataError
 from robustmer.features.base import ExtractedFeature, parallel_map
+from robustmer.features.extract import (
+    Extraction,
+    bad_items_error,
+    extract_modality,
+    write_placeholders,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,23 +51,27 @@ def build_overlay(
 ) -> list[str]:
     """Write the overlay store of one level into `out_dir`; return the feature names written."""
     manifest = store.manifest
-    features: list[ExtractedFeature] = []
+    result = Extraction()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".media-", dir=out_dir.parent) as scratch:
         work = Path(scratch)
         for modality in cond.raw_modalities:
             if _is_identity(records, modality):
-                features += _clean_features(store, modality)
+                result.features += _clean_features(store, modality)
             elif modality == "audio":
-                features += _noisy_audio(params, cond, records, manifest, work)
+                result += _noisy_audio(params, cond, records, manifest, work)
             elif modality == "video":
-                features += _noisy_video(params, records, manifest, work)
+                result += _noisy_video(params, records, manifest, work)
             else:
-                features += _noisy_text(params, cond, records, manifest)
+                result += _noisy_text(params, cond, records, manifest)
+    if result.bad and params["extract"]["on_error"] != "placeholder":
+        raise bad_items_error(result.bad)
+    features = result.features
     writer = StoreWriter(out_dir, store.dataset, store.classes)
     writer.write_manifest(manifest)
     for feat in features:
         writer.add_feature(feat.meta, feat.sequences)
+    write_placeholders(out_dir, result.placeholders)
     writer.finalize(
         {
             "overlay_of": store.info["manifest_sha256"],
@@ -83,6 +100,26 @@ def _clean_features(store: FeatureStore, modality: str) -> list[ExtractedFeature
     return out
 
 
+def _reextract(
+    params: Params,
+    modality: str,
+    items: list[Path] | list[str],
+    records: pd.DataFrame,
+    manifest: pd.DataFrame,
+) -> Extraction:
+    """The clean stage's extraction of one modality, on the corrupted items (no cache)."""
+    ids = manifest["sample_id"].astype(str).to_numpy()[records["sample_index"].to_numpy(int)]
+    return extract_modality(
+        modality,
+        items,
+        params["extract"],
+        sample_ids=ids.tolist(),
+        device=params["device"],
+        workers=params["corrupt"]["workers"],
+        cache=None,
+    )
+
+
 def _media(manifest: pd.DataFrame, column: str) -> list[Path]:
     if column not in manifest.columns:
         raise DataError(
@@ -105,9 +142,7 @@ def _noisy_audio(
     records: pd.DataFrame,
     manifest: pd.DataFrame,
     work: Path,
-) -> list[ExtractedFeature]:
-    from robustmer.features.audio import extract_audio
-
+) -> Extraction:
     paths = _media(manifest, "audio_path")
     clean = [raw_noise.read_audio(p) for p in paths]
     rates = {rate for _, rate in clean}
@@ -142,7 +177,7 @@ def _noisy_audio(
         path = work / "audio" / f"{i:06d}.wav"
         raw_noise.write_audio(path, mixed, rate)
         out_paths.append(path)
-    return extract_audio(out_paths, params["extract"]["audio"], params["corrupt"]["workers"])
+    return _reextract(params, "audio", out_paths, records, manifest)
 
 
 def _corrupt_clip(job: tuple[str, str, int, str, float, int]) -> str:
@@ -162,10 +197,7 @@ def _corrupt_clip(job: tuple[str, str, int, str, float, int]) -> str:
 
 def _noisy_video(
     params: Params, records: pd.DataFrame, manifest: pd.DataFrame, work: Path
-) -> list[ExtractedFeature]:
-    from robustmer.features.extract import video_fps
-    from robustmer.features.video import extract_video
-
+) -> Extraction:
     paths = _media(manifest, "video_path")
     (work / "video").mkdir(parents=True, exist_ok=True)
     jobs = [
@@ -181,16 +213,12 @@ def _noisy_video(
     ]
     workers = params["corrupt"]["workers"]
     out = [Path(p) for p in parallel_map(_corrupt_clip, jobs, workers, "corrupt video")]
-    cfg = params["extract"]["video"]
-    return extract_video(out, cfg, workers, fps=video_fps(paths[0]))
+    return _reextract(params, "video", out, records, manifest)
 
 
 def _noisy_text(
     params: Params, cond: Condition, records: pd.DataFrame, manifest: pd.DataFrame
-) -> list[ExtractedFeature]:
-    from robustmer.features.text import extract_text
-    from robustmer.training.loop import resolve_device
-
+) -> Extraction:
     texts = manifest["text"].fillna("").astype(str).tolist()
     vocabulary = raw_noise.corpus_vocabulary(texts)
     out = []
@@ -201,5 +229,4 @@ def _noisy_text(
             out.append(raw_noise.drop_words(text, float(rec.fraction), draw))
         else:
             out.append(raw_noise.substitute_words(text, float(rec.fraction), draw, vocabulary))
-    device = str(resolve_device(params["device"]))
-    return extract_text(out, params["extract"]["text"], device)
+    return _reextract(params, "text", out, records, manifest)

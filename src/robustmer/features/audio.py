@@ -1,95 +1,106 @@
 """Audio features with openSMILE: eGeMAPS (or ComParE) functionals per utterance and LLD frames.
 
 openSMILE's wheel carries the library and its configs, so this runs offline. Both feature levels
-are computed from one read of each wav.
+are computed from one read of each file, at the file's own sample rate (openSMILE resamples
+internally as its configs need, and that is what the published eGeMAPS numbers use).
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from robustmer.data.store import FeatureMeta
-from robustmer.errors import DataError
-from robustmer.features.base import ExtractedFeature, parallel_map
+from robustmer.features.base import (
+    Extractor,
+    MediaError,
+    OutputSpec,
+)
+from robustmer.features.media import check_options, is_bool, read_audio
+
+log = logging.getLogger(__name__)
 
 LLD_FRAME_RATE = 100.0  # openSMILE eGeMAPS / ComParE LLDs: 10 ms hop
-_SMILE: dict[str, Any] = {}
-
-
-def _init_smile(feature_set: str) -> None:
-    import opensmile
-
-    fs = getattr(opensmile.FeatureSet, feature_set)
-    _SMILE["functionals"] = opensmile.Smile(
-        feature_set=fs, feature_level=opensmile.FeatureLevel.Functionals
-    )
-    _SMILE["lld"] = opensmile.Smile(
-        feature_set=fs, feature_level=opensmile.FeatureLevel.LowLevelDescriptors
-    )
+FEATURE_SETS = ("eGeMAPSv02", "ComParE_2016")
 
 
 def read_wav(path: Path) -> tuple[np.ndarray, int]:
-    """Mono float32 samples and the rate; a clear error for unreadable or empty files."""
-    import soundfile as sf
-
-    try:
-        signal, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as exc:  # soundfile raises several types for corrupt files
-        raise DataError(
-            f"{path}: cannot read audio ({exc}); re-acquire the file or remove the utterance "
-            "from the dataset's metadata"
-        ) from exc
-    if signal.shape[0] == 0:
-        raise DataError(f"{path}: audio file has no samples; re-acquire or remove it")
-    return signal.mean(axis=1), int(rate)
+    """Mono float32 samples and the file's rate; `MediaError` (a DataError) naming bad files."""
+    return read_audio(Path(path))
 
 
-def _one(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    signal, rate = read_wav(path)
-    func = _SMILE["functionals"].process_signal(signal, rate).to_numpy(np.float32)
-    lld = _SMILE["lld"].process_signal(signal, rate).to_numpy(np.float32)
-    return func.reshape(1, -1), lld
+class OpenSmileExtractor(Extractor):
+    """`audio/<name>_functionals` (utterance) and `audio/<name>_lld` (frames at 100 Hz)."""
+
+    modality = "audio"
+    kind = "opensmile"
+    defaults: ClassVar[dict[str, Any]] = {"feature_set": "eGeMAPSv02", "vad": False}
+
+    def __init__(self, name: str, cfg: dict[str, Any], device: str = "cpu"):
+        super().__init__(name, cfg, device)
+        check_options(
+            self,
+            {
+                "feature_set": (lambda v: v in FEATURE_SETS, f"one of {list(FEATURE_SETS)}"),
+                "vad": (is_bool, "true or false"),
+            },
+        )
+
+    def setup(self) -> None:
+        import opensmile
+
+        fs = getattr(opensmile.FeatureSet, self.cfg["feature_set"])
+        self._functionals = opensmile.Smile(
+            feature_set=fs, feature_level=opensmile.FeatureLevel.Functionals
+        )
+        self._lld = opensmile.Smile(
+            feature_set=fs, feature_level=opensmile.FeatureLevel.LowLevelDescriptors
+        )
+
+    def version(self) -> str:
+        import opensmile
+
+        text = f"opensmile {opensmile.__version__}"
+        if self.cfg["vad"]:
+            from robustmer.features.vad import vad_version
+
+            text += f"; {vad_version()}"
+        return text
+
+    def outputs(self) -> list[OutputSpec]:
+        func = list(self._functionals.feature_names)
+        lld = list(self._lld.feature_names)
+        return [
+            OutputSpec("_functionals", "utterance", len(func), feature_names=func),
+            OutputSpec("_lld", "frame", len(lld), LLD_FRAME_RATE, feature_names=lld),
+        ]
+
+    def features(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
+        """`[1, D]` functionals and `[T, D_lld]` LLDs of one file."""
+        signal, rate = read_audio(path)
+        if self.cfg["vad"]:
+            from robustmer.features.vad import trim_silence
+
+            signal = trim_silence(signal, rate, str(path))
+        func = self._functionals.process_signal(signal, rate).to_numpy(np.float32)
+        lld = self._lld.process_signal(signal, rate).to_numpy(np.float32)
+        if not (np.isfinite(func).all() and np.isfinite(lld).all()):
+            raise MediaError(
+                str(path),
+                f"openSMILE gave NaN/inf features ({len(signal) / rate:.3f} s of audio: too short "
+                "or silent?); re-acquire the file or remove the utterance",
+            )
+        return func.reshape(1, -1), lld
+
+    def extract(self, items: Sequence[Path]) -> list[dict[str, np.ndarray]]:
+        out = []
+        for path in items:
+            func, lld = self.features(Path(path))
+            out.append({"_functionals": func, "_lld": lld})
+        return out
 
 
-def feature_names(feature_set: str) -> tuple[list[str], list[str]]:
-    _init_smile(feature_set)
-    return list(_SMILE["functionals"].feature_names), list(_SMILE["lld"].feature_names)
-
-
-def extract_audio(paths: list[Path], cfg: dict[str, Any], workers: int) -> list[ExtractedFeature]:
-    """`audio/<set>_functionals` (utterance) and `audio/<set>_lld` (frames at 100 Hz)."""
-    import opensmile
-
-    feature_set = cfg["feature_set"]
-    out = parallel_map(_one, paths, workers, "audio (openSMILE)", _init_smile, (feature_set,))
-    func_names, lld_names = feature_names(feature_set)
-    tag = "egemaps" if feature_set.startswith("eGeMAPS") else "compare"
-    common = {"version": f"opensmile {opensmile.__version__}", "params": dict(cfg)}
-    return [
-        ExtractedFeature(
-            FeatureMeta(
-                "audio",
-                f"{tag}_functionals",
-                "utterance",
-                len(func_names),
-                feature_names=func_names,
-                **common,
-            ),
-            [f for f, _ in out],
-        ),
-        ExtractedFeature(
-            FeatureMeta(
-                "audio",
-                f"{tag}_lld",
-                "frame",
-                len(lld_names),
-                frame_rate=LLD_FRAME_RATE,
-                feature_names=lld_names,
-                **common,
-            ),
-            [lld for _, lld in out],
-        ),
-    ]
+# --------------------------------------------------------------------------------------------

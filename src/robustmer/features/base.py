@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -31,6 +32,48 @@ class ExtractedFeature:
     sequences: list[np.ndarray]
 
 
+@dataclass(frozen=True)
+class ItemError:
+    """One item's failure, carried back from a worker as a value so the other items go on.
+
+    A plain dataclass rather than the exception itself: exceptions with extra constructor
+    arguments (MediaError) do not survive pickling between processes.
+    """
+
+    item: str
+    reason: str
+
+    @classmethod
+    def from_exception(cls, item: Any, exc: BaseException) -> ItemError:
+        if isinstance(exc, MediaError):
+            return cls(exc.item, exc.reason)
+        if isinstance(exc, DataError):
+            return cls(str(item), str(exc))
+        return cls(str(item), f"{type(exc).__name__}: {exc}")
+
+
+class _Guarded:
+    """`fn` with the given exception types turned into ItemError values (picklable)."""
+
+    def __init__(self, fn: Callable[[Any], Any], errors: tuple[type[BaseException], ...]):
+        self.fn, self.errors = fn, errors
+
+    def __call__(self, item: Any) -> Any:
+        try:
+            return self.fn(item)
+        except self.errors as exc:
+            return ItemError.from_exception(item, exc)
+
+
+def _name(item: Any) -> str:
+    """An item in a message; a batch of items (a list) by its members."""
+    return ", ".join(map(str, item)) if isinstance(item, list | tuple) else str(item)
+
+
+def _run_chunk(fn: Callable[[Any], Any], chunk: list[Any]) -> list[Any]:
+    return [fn(x) for x in chunk]
+
+
 def parallel_map(
     fn: Callable[[T], R],
     items: Sequence[T],
@@ -38,28 +81,69 @@ def parallel_map(
     desc: str,
     initializer: Callable[..., Any] | None = None,
     initargs: Iterable[Any] = (),
-) -> list[R]:
+    *,
+    errors: tuple[type[BaseException], ...] = (),
+    on_result: Callable[[int, Any], None] | None = None,
+    chunksize: int | None = None,
+    unit: str = "file",
+) -> list[Any]:
     """`[fn(x) for x in items]` over `workers` processes, in order, with a progress bar.
 
-    Each worker builds its own heavy state (openSMILE, the Haar cascade) in `initializer`, so
-    nothing unpicklable crosses process boundaries. With one worker it runs in-process.
+    Each worker builds its own heavy state (openSMILE, the Haar cascade, a model) in
+    `initializer`, so nothing unpicklable crosses process boundaries. With one worker (or too
+    few items to be worth a pool) it runs in-process. Exceptions of the `errors` types come
+    back as `ItemError` values in the item's place instead of stopping the map; `on_result(i,
+    value)` runs in this process as each result arrives (completion order), so a caller can
+    persist finished work before the map is over. On any other exception (or an interrupt) the
+    queued items are cancelled and the exception propagates.
     """
+    call: Callable[[Any], Any] = _Guarded(fn, tuple(errors)) if errors else fn
     disable = os.environ.get("ROBUSTMER_NO_PROGRESS") == "1" or None
-    if workers <= 1 or len(items) < 2 * workers:
-        if initializer is not None:
-            initializer(*initargs)
-        return [fn(x) for x in tqdm(items, desc=desc, unit="file", disable=disable)]
-    chunksize = max(1, len(items) // (workers * 8))
-    with ProcessPoolExecutor(workers, initializer=initializer, initargs=tuple(initargs)) as pool:
-        return list(
-            tqdm(
-                pool.map(fn, items, chunksize=chunksize),
-                total=len(items),
-                desc=desc,
-                unit="file",
-                disable=disable,
-            )
-        )
+    out: list[Any] = [None] * len(items)
+    bar = tqdm(total=len(items), desc=desc, unit=unit, disable=disable)
+
+    def done(index: int, value: Any) -> None:
+        out[index] = value
+        if on_result is not None:
+            on_result(index, value)
+        bar.update(1)
+
+    try:
+        if workers <= 1 or len(items) < 2 * workers:
+            if initializer is not None:
+                initializer(*initargs)
+            for i, x in enumerate(items):
+                done(i, call(x))
+            return out
+        size = chunksize or max(1, len(items) // (workers * 8))
+        starts = range(0, len(items), size)
+        pool = ProcessPoolExecutor(workers, initializer=initializer, initargs=tuple(initargs))
+        try:
+            futures = {pool.submit(_run_chunk, call, list(items[s : s + size])): s for s in starts}
+            for future in as_completed(futures):
+                try:
+                    values = future.result()
+                except BrokenProcessPool as exc:
+                    # Work is handed out in order, so the crash is in the first unfinished ones.
+                    unfinished = [
+                        start for f, start in futures.items() if not f.done() or f.exception()
+                    ][: workers + 1]
+                    suspects = [_name(x) for s in unfinished for x in items[s : s + size]][:10]
+                    raise DataError(
+                        f"{desc}: a worker process died (a crash in a decoder or model, or out "
+                        f"of memory) while working on one of: {', '.join(suspects) or '?'}. "
+                        "The results that had arrived are kept; remove or replace the file, or "
+                        "run with one worker to see which one it is"
+                    ) from exc
+                for offset, value in enumerate(values):
+                    done(futures[future] + offset, value)
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
+        return out
+    finally:
+        bar.close()
 
 
 class MediaError(DataError):

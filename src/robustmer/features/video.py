@@ -1,138 +1,150 @@
 """Video features: a HOG descriptor of the face in every (N-th) frame, and its utterance mean.
 
-Faces are found with OpenCV's frontal-face Haar cascade (shipped in the opencv wheel). When a
-frame has no detection the last detected box of the clip is reused, and before any detection a
-centre crop stands in, so every frame yields a descriptor and the face-found rate is recorded.
+Faces come from `faces.FaceTrack` (Haar cascade, last-box and centre-crop fallbacks), so every
+frame yields a descriptor; the crop is histogram-equalised so lighting changes little. The
+face-found rate is kept per extractor instance (`stats()`), because a high fallback rate means
+the descriptors describe background rather than faces.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from robustmer.data.store import FeatureMeta
-from robustmer.errors import DataError
-from robustmer.features.base import ExtractedFeature, parallel_map
+from robustmer.features.base import (
+    Extractor,
+    MediaError,
+    OutputSpec,
+)
+from robustmer.features.faces import CASCADE, FaceFinder, FaceStats, FaceTrack, crop
+from robustmer.features.media import (
+    check_options,
+    is_int,
+    is_number,
+    iter_frames,
+    read_frames,
+    video_fps,
+)
 
-CENTRE_CROP_FRACTION = 0.8  # side of the fallback crop relative to the shorter frame side
-_STATE: dict[str, Any] = {}
+
+def _hog_shape(size: int) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int], int]:
+    cell = max(4, size // 4)
+    return (size, size), (2 * cell, 2 * cell), (cell, cell), 9
 
 
-def _hog_shape(crop: int) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int], int]:
-    cell = max(4, crop // 4)
-    return (crop, crop), (2 * cell, 2 * cell), (cell, cell), 9
-
-
-def hog_dim(crop: int) -> int:
-    (win, _), (block, _), (cell, _), bins = _hog_shape(crop)
+def hog_dim(crop_size: int) -> int:
+    (win, _), (block, _), (cell, _), bins = _hog_shape(crop_size)
     blocks = (win - block) // cell + 1
     return blocks * blocks * (block // cell) ** 2 * bins
 
 
-def _init_video(cfg: dict[str, Any]) -> None:
-    import cv2
+class FaceHogExtractor(Extractor):
+    """`video/<name>` HOG frames of the face crop and `video/<name>_mean`, their mean.
 
-    cv2.setNumThreads(1)
-    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
-    if cascade.empty():
-        raise DataError("OpenCV's haarcascade_frontalface_default.xml could not be loaded")
-    win, block, stride, bins = _hog_shape(cfg["crop_size"])
-    _STATE.update(
-        cfg=cfg,
-        cascade=cascade,
-        hog=cv2.HOGDescriptor(win, block, stride, stride, bins),
-    )
-
-
-def _centre_box(h: int, w: int) -> tuple[int, int, int, int]:
-    side = int(min(h, w) * CENTRE_CROP_FRACTION)
-    return (w - side) // 2, (h - side) // 2, side, side
-
-
-def _detect(gray: np.ndarray) -> tuple[int, int, int, int] | None:
-    """Largest face box in original pixels, detected on a copy no wider than detect_max_side."""
-    import cv2
-
-    cfg = _STATE["cfg"]
-    scale = min(1.0, cfg["detect_max_side"] / max(gray.shape))
-    small = gray if scale == 1.0 else cv2.resize(gray, None, fx=scale, fy=scale)
-    min_side = max(24, round(cfg["min_face_size"] * scale))  # the cascade's window is 24 px
-    faces = _STATE["cascade"].detectMultiScale(
-        small, scaleFactor=cfg["scale_factor"], minNeighbors=4, minSize=(min_side, min_side)
-    )
-    if not len(faces):
-        return None
-    x, y, w, h = max(faces, key=lambda f: f[2] * f[3])
-    return tuple(round(float(v) / scale) for v in (x, y, w, h))  # type: ignore[return-value]
-
-
-def _one(path: Path) -> tuple[np.ndarray, int]:
-    """`[T, D]` HOG descriptors of the clip's face crops and the number of detections made.
-
-    Detection runs on every `detect_every`-th used frame; frames in between keep the last box
-    (faces move little between frames, and detection is most of the cost).
+    `frames` 0 uses every `frame_step`-th frame (frame rate fps / frame_step); N > 0 samples N
+    frames uniformly over the clip (no fixed frame rate). Detection runs on every
+    `detect_every`-th used frame, since detection is most of the cost.
     """
-    import cv2
 
-    cfg = _STATE["cfg"]
-    crop = cfg["crop_size"]
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        raise DataError(f"{path}: cannot open video; re-acquire the file or remove the utterance")
-    descriptors: list[np.ndarray] = []
-    found = 0
-    box: tuple[int, int, int, int] | None = None
-    index = n_seen = 0
-    try:
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            index += 1
-            if (index - 1) % cfg["frame_step"]:
-                continue
+    modality = "video"
+    kind = "face_hog"
+    defaults: ClassVar[dict[str, Any]] = {
+        "frame_step": 1,
+        "frames": 0,
+        "crop_size": 32,
+        "min_face_size": 24,
+        "detect_every": 3,
+        "detect_max_side": 320,
+        "scale_factor": 1.2,
+    }
+    fps: float | None = None  # set by `probe()` (or the stage) for the frame output's rate
+
+    def __init__(self, name: str, cfg: dict[str, Any], device: str = "cpu"):
+        super().__init__(name, cfg, device)
+        check_options(
+            self,
+            {
+                "frame_step": (is_int(1), "an integer >= 1"),
+                "frames": (is_int(0), "an integer >= 0 (0 = every frame_step-th frame)"),
+                "crop_size": (is_int(16, 128), "an integer in [16, 128]"),
+                "min_face_size": (is_int(8), "an integer >= 8"),
+                "detect_every": (is_int(1), "an integer >= 1"),
+                "detect_max_side": (is_int(48), "an integer >= 48"),
+                "scale_factor": (is_number(1.0, 2.0), "a number in (1, 2]"),
+            },
+        )
+        self._stats = FaceStats()
+
+    def setup(self) -> None:
+        import cv2
+
+        cv2.setNumThreads(1)  # one clip per worker process: threads only contend
+        self._finder = FaceFinder(
+            self.cfg["min_face_size"], self.cfg["detect_max_side"], self.cfg["scale_factor"]
+        )
+        win, block, stride, bins = _hog_shape(self.cfg["crop_size"])
+        self._hog = cv2.HOGDescriptor(win, block, stride, stride, bins)
+
+    def version(self) -> str:
+        import cv2
+
+        return f"opencv {cv2.__version__} ({CASCADE})"
+
+    def probe(self, items: Sequence[Path]) -> None:
+        """Read the fps of the first clip, for the frame rate `outputs()` declares."""
+        if items:
+            self.fps = video_fps(items[0])
+
+    def frame_rate(self) -> float | None:
+        if self.cfg["frames"] or not self.fps:
+            return None
+        return self.fps / self.cfg["frame_step"]
+
+    def outputs(self) -> list[OutputSpec]:
+        dim = hog_dim(self.cfg["crop_size"])
+        return [
+            OutputSpec("", "frame", dim, frame_rate=self.frame_rate()),
+            OutputSpec("_mean", "utterance", dim),
+        ]
+
+    def stats(self) -> dict[str, float]:
+        """Face-detection counts over the clips this instance (this process) has extracted."""
+        return self._stats.as_dict()
+
+    def _frames(self, path: Path) -> Iterable[np.ndarray]:
+        if self.cfg["frames"]:
+            return read_frames(path, self.cfg["frames"])[0]
+        return iter_frames(path, self.cfg["frame_step"])
+
+    def describe(self, path: Path) -> tuple[np.ndarray, FaceTrack]:
+        """`[T, D]` HOG descriptors of the clip's face crops and the clip's face track."""
+        import cv2
+
+        size = self.cfg["crop_size"]
+        track = FaceTrack(self._finder, self.cfg["detect_every"])
+        descriptors: list[np.ndarray] = []
+        for frame in self._frames(path):
             gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-            if n_seen % cfg["detect_every"] == 0:
-                detected = _detect(gray)
-                if detected is not None:
-                    box = detected
-                    found += 1
-            n_seen += 1
-            x, y, w, h = box or _centre_box(*gray.shape)
             face = cv2.resize(
-                gray[y : y + h, x : x + w], (crop, crop), interpolation=cv2.INTER_AREA
+                crop(gray, track.box_for(gray)), (size, size), interpolation=cv2.INTER_AREA
             )
-            face = cv2.equalizeHist(face)
-            descriptors.append(_STATE["hog"].compute(face).reshape(-1))
-    finally:
-        cap.release()
-    if not descriptors:
-        raise DataError(f"{path}: no readable frame; re-acquire the file or remove the utterance")
-    return np.stack(descriptors).astype(np.float32), found
+            descriptors.append(self._hog.compute(cv2.equalizeHist(face)).reshape(-1))
+        if not descriptors:
+            raise MediaError(str(path), "no readable video frame; re-acquire the file")
+        return np.stack(descriptors).astype(np.float32), track
+
+    def extract(self, items: Sequence[Path]) -> list[dict[str, np.ndarray]]:
+        out = []
+        for path in items:
+            if self.fps is None:
+                self.fps = video_fps(path)
+            seq, track = self.describe(Path(path))
+            self._stats.add(track)
+            out.append({"": seq, "_mean": seq.mean(axis=0, keepdims=True)})
+        return out
 
 
-def extract_video(
-    paths: list[Path], cfg: dict[str, Any], workers: int, fps: float | None = None
-) -> list[ExtractedFeature]:
-    """`video/face_hog` (frames) and `video/face_hog_mean` (utterance mean of the frames)."""
-    import cv2
-
-    out = parallel_map(_one, paths, workers, "video (faces)", _init_video, (cfg,))
-    frames = [seq for seq, _ in out]
-    n_detect = sum(-(-len(seq) // cfg["detect_every"]) for seq in frames)
-    found_rate = sum(found for _, found in out) / max(n_detect, 1)
-    dim = hog_dim(cfg["crop_size"])
-    params = {**cfg, "cascade": "haarcascade_frontalface_default", "face_found_rate": found_rate}
-    common = {"version": f"opencv {cv2.__version__}", "params": params}
-    rate = None if fps is None else fps / cfg["frame_step"]
-    return [
-        ExtractedFeature(
-            FeatureMeta("video", "face_hog", "frame", dim, frame_rate=rate, **common), frames
-        ),
-        ExtractedFeature(
-            FeatureMeta("video", "face_hog_mean", "utterance", dim, **common),
-            [seq.mean(axis=0, keepdims=True) for seq in frames],
-        ),
-    ]
+# --------------------------------------------------------------------------------------------

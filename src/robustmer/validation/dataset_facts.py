@@ -18,6 +18,22 @@ from robustmer.data.store import FeatureStore
 from robustmer.training.data import read_roles
 
 FACT_COLUMNS = ("fact", "expected", "actual")
+MMSA_REGRESSION_RANGE = (-3.0, 3.0)  # MMSA sentiment labels (CMU-MOSI/MOSEI)
+
+
+def regression_range(store: FeatureStore) -> tuple[float, float] | None:
+    """The range a dataset's `regression` targets must lie in, where one is known.
+
+    The registry's `expected.regression_range` if it gives one, else [-3, 3] for datasets read
+    by the MMSA adapter; None (finiteness is still checked) for anything else.
+    """
+    if store.dataset not in registry():
+        return None
+    info = dataset_info(store.dataset)
+    given = info.expected.get("regression_range")
+    if given is not None:
+        return float(given[0]), float(given[1])
+    return MMSA_REGRESSION_RANGE if info.adapter.startswith("adapters.mmsa:") else None
 
 
 def dataset_facts(store: FeatureStore) -> pd.DataFrame:

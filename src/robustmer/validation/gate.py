@@ -43,12 +43,13 @@ def run_gate(
 
     start = time.perf_counter()
     # GX is imported only here: it takes seconds, and no other stage needs it.
-    from robustmer.validation.dataset_facts import dataset_facts
+    from robustmer.validation.dataset_facts import dataset_facts, regression_range
     from robustmer.validation.suite import build_suites
 
     suites = build_suites(
-        tables, params, store.classes, dataset_facts(store), bool(store.info.get("unlabelled"))
-    )
+        tables, params, store.classes, dataset_facts(store), bool(store.info.get("unlabelled")),
+        regression_range(store),
+    )  # fmt: skip
     outcomes = _run_with_docs(suites, _gx_name(store.dataset), docs_dir)
     failures = collect_failures(outcomes, tables)
     log.info(

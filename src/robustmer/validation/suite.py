@@ -16,6 +16,8 @@ from robustmer.validation._gx import gxe
 from robustmer.validation.tables import (
     LEVELS,
     NOT_NULL_COLUMNS,
+    REGRESSION_COLUMN,
+    REGRESSION_FINITE,
     StoreTables,
     protocol_column,
     stat_column,
@@ -55,16 +57,21 @@ def build_suites(
     classes: list[str],
     facts: pd.DataFrame | None = None,
     unlabelled: bool = False,
+    regression_range: tuple[float, float] | None = None,
 ) -> list[TableSuite]:
     """All suites for a store; the speakers suite only when the manifest has folds, the
     dataset suite when the registry expects facts of this dataset.
 
     `unlabelled`: the store declares a semi-supervised pool, whose samples carry label "".
+    `regression_range`: the dataset's range of `regression` targets, where one is known.
     """
     cfg = params["validate"]
+    samples = _samples_suite(tables, classes, float(cfg["max_abs_value"]), unlabelled)
+    if REGRESSION_COLUMN in tables.samples.columns:
+        _add_regression_checks(samples, regression_range)
     suites = [
-        _samples_suite(tables, classes, float(cfg["max_abs_value"]), unlabelled),
-        _features_suite(tables),
+        samples,
+        _features_suite(tables, cfg.get("max_placeholder_fraction")),
         _classes_suite(tables, int(cfg["min_samples_per_class"])),
     ]
     if tables.speakers is not None:
@@ -148,7 +155,35 @@ def _samples_suite(
     return s
 
 
-def _features_suite(tables: StoreTables) -> TableSuite:
+def _add_regression_checks(s: TableSuite, value_range: tuple[float, float] | None) -> None:
+    """The float targets `task: regression` models learn: finite where labelled, in range."""
+    fix = (
+        "the source's regression labels are missing, damaged or on another scale: check the "
+        "copy against the dataset's instructions (`robustmer datasets NAME`), then re-run "
+        "`robustmer acquire` and " + REEXTRACT
+    )
+    s.add(
+        gxe.ExpectColumnValuesToBeInSet,
+        f"`{REGRESSION_COLUMN}` targets are finite for every labelled sample",
+        fix,
+        column=REGRESSION_FINITE,
+        value_set=[True],
+    )
+    if value_range is not None:
+        low, high = value_range
+        s.add(
+            gxe.ExpectColumnValuesToBeBetween,
+            f"`{REGRESSION_COLUMN}` targets lie in [{low:g}, {high:g}]",
+            fix,
+            column=REGRESSION_COLUMN,
+            min_value=low,
+            max_value=high,
+        )
+
+
+def _features_suite(tables: StoreTables, max_placeholders: float | None = None) -> TableSuite:
+    """Structure of every feature, and its placeholder rows (`max_placeholders`: the largest
+    allowed share, from validated params; None skips that one check)."""
     s = TableSuite("features", tables.features, "feature")
     broken = "the feature files are inconsistent (partly written or edited by hand); " + REEXTRACT
     s.add(
@@ -202,7 +237,40 @@ def _features_suite(tables: StoreTables) -> TableSuite:
         column="min_offset_step",
         min_value=0,
     )
+    _add_placeholder_checks(s, broken, max_placeholders)
     return s
+
+
+def _add_placeholder_checks(s: TableSuite, broken: str, max_fraction: float | None) -> None:
+    """Zero placeholders for bad media (extract.on_error: placeholder) are allowed only when
+    recorded, zero, and few enough."""
+    s.add(
+        gxe.ExpectColumnPairValuesToBeEqual,
+        "placeholder rows in placeholders.parquet match the feature's metadata count",
+        broken,
+        column_A="n_placeholders",
+        column_B="meta_placeholders",
+        ignore_row_if="either_value_is_missing",
+    )
+    s.add(
+        gxe.ExpectColumnValuesToBeInSet,
+        "every recorded placeholder row is a single zero frame",
+        broken,
+        column="placeholders_zero",
+        value_set=[True],
+    )
+    if max_fraction is not None:
+        s.add(
+            gxe.ExpectColumnValuesToBeBetween,
+            f"placeholder rows are at most validate.max_placeholder_fraction ({max_fraction:g}) "
+            "of the samples",
+            "too many media files could not be extracted (their reasons are in the store's "
+            "placeholders.parquet and the extract log): replace or remove them and "
+            + REEXTRACT
+            + ", or raise validate.max_placeholder_fraction in params.yaml",
+            column="placeholder_fraction",
+            max_value=float(max_fraction),
+        )
 
 
 def _classes_suite(tables: StoreTables, min_per_class: int) -> TableSuite:

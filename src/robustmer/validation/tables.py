@@ -4,8 +4,11 @@ Great Expectations checks columns of a table, but the store holds ragged arrays.
 summarises the store into small tables, one row per thing a failure should name:
 
     samples   one row per utterance: manifest columns + per feature `<feature>.n_frames`,
-              `<feature>.n_nonfinite` (NaN/inf count) and `<feature>.max_abs` (largest finite |x|)
-    features  one row per feature: declared vs actual dims, offsets invariants, sample counts
+              `<feature>.n_nonfinite` (NaN/inf count) and `<feature>.max_abs` (largest finite |x|);
+              with a `regression` target column also `regression_finite` (False for a labelled
+              sample whose target is NaN/inf)
+    features  one row per feature: declared vs actual dims, offsets invariants, sample counts,
+              placeholder rows (bad media stored as zeros: recorded, counted, all-zero)
     speakers  one row per speaker: how many folds it appears in (only with a `fold` column)
     classes   one row per declared class: how many samples carry it
 
@@ -23,18 +26,21 @@ import numpy as np
 import pandas as pd
 
 from robustmer.data.store import MANIFEST_COLUMNS, FeatureStore
+from robustmer.features.extract import read_placeholders
 
 # Manifest columns that must exist; `text` may be null (a corpus without transcripts).
 REQUIRED_COLUMNS: tuple[str, ...] = MANIFEST_COLUMNS
 NOT_NULL_COLUMNS: tuple[str, ...] = tuple(c for c in MANIFEST_COLUMNS if c != "text")
 PROTOCOL_COLUMNS: tuple[str, ...] = ("fold", "split")
+REGRESSION_COLUMN = "regression"  # float target of `task: regression` models (MOSI/MOSEI)
+REGRESSION_FINITE = "regression_finite"
 LEVELS: tuple[str, ...] = ("utterance", "frame")
 # Elements per chunk when reducing values frame-wise (64 MiB of float32).
 _CHUNK_ELEMENTS = 1 << 24
 
 STAT_SUFFIXES: tuple[str, ...] = ("n_frames", "n_nonfinite", "max_abs")
 
-_SAMPLE_COLUMNS = (*REQUIRED_COLUMNS, *PROTOCOL_COLUMNS)
+_SAMPLE_COLUMNS = (*REQUIRED_COLUMNS, *PROTOCOL_COLUMNS, REGRESSION_COLUMN)
 _FEATURE_COLUMNS = (
     "feature",
     "level",
@@ -52,6 +58,10 @@ _FEATURE_COLUMNS = (
     "store_n_samples",
     "offsets_valid",
     "error",
+    "n_placeholders",
+    "meta_placeholders",
+    "placeholder_fraction",
+    "placeholders_zero",
 )
 
 
@@ -72,6 +82,8 @@ _INT_FEATURE_COLUMNS = (
     "meta_n_samples",
     "manifest_n_samples",
     "store_n_samples",
+    "n_placeholders",
+    "meta_placeholders",
 )
 
 
@@ -126,13 +138,21 @@ def build_tables(store: FeatureStore) -> StoreTables:
     for column in (*REQUIRED_COLUMNS, protocol_column(manifest.columns)):
         if column not in samples.columns:
             samples[column] = pd.Series([None] * n, dtype=object)
+    if REGRESSION_COLUMN in samples.columns:
+        samples[REGRESSION_COLUMN] = pd.to_numeric(samples[REGRESSION_COLUMN], errors="coerce")
+        unlabelled = samples["label"].astype(str).to_numpy() == ""  # needs no target
+        finite = np.isfinite(samples[REGRESSION_COLUMN].to_numpy(dtype=np.float64))
+        samples[REGRESSION_FINITE] = finite | unlabelled
     feature_rows: list[dict[str, Any]] = []
+    placeholders = read_placeholders(store.root)
+    ids = {str(s): i for i, s in enumerate(manifest["sample_id"])} if n else {}
     levels: dict[str, str] = {}
     stat_columns: dict[str, np.ndarray] = {}
     for name in store.feature_names():
         meta = _read_meta(store, name)
         arrays = _read_arrays(store, name)
         row = _structure_row(name, meta, arrays, n, len(store))
+        row.update(_placeholder_row(name, meta, arrays, row["offsets_valid"], placeholders, ids))
         feature_rows.append(row)
         levels[name] = str(row["level"] or "")
         stats = _sample_stats(arrays, n) if row["offsets_valid"] else None
@@ -157,6 +177,34 @@ def build_tables(store: FeatureStore) -> StoreTables:
         feature_levels=levels,
         manifest_columns=list(manifest.columns),
     )
+
+
+def _placeholder_row(
+    name: str,
+    meta: dict[str, Any],
+    arrays: _FeatureArrays,
+    offsets_valid: bool,
+    record: pd.DataFrame,
+    ids: dict[str, int],
+) -> dict[str, Any]:
+    """Placeholder rows of a feature: as many in the store's record (placeholders.parquet) as
+    its metadata counts, a small enough share, and each one a single zero frame."""
+    rows = record[record["feature"] == name]
+    n_meta = (meta.get("params") or {}).get("n_placeholders", 0) if not meta.get("error") else None
+    zero = True
+    if len(rows) and offsets_valid:
+        values, offsets = arrays.values, arrays.offsets
+        assert values is not None and offsets is not None
+        for sample_id in rows["sample_id"]:
+            i = ids.get(str(sample_id))
+            if i is None or offsets[i + 1] - offsets[i] != 1 or np.any(values[offsets[i]]):
+                zero = False
+    return {
+        "n_placeholders": len(rows),
+        "meta_placeholders": None if n_meta is None else int(n_meta),
+        "placeholder_fraction": len(rows) / max(len(ids), 1),
+        "placeholders_zero": bool(zero),
+    }
 
 
 def _read_meta(store: FeatureStore, name: str) -> dict[str, Any]:
