@@ -93,6 +93,10 @@ def test_presets_hold_the_published_settings() -> None:
         validate_params({**params, "models": {"m": {"arch": "imder", "preset": "mosei"}}}), "m"
     )
     assert mosei.options["nlevels"] == 6 and mosei.train["grad_clip"] == 0.6
+    bimodal = imder_params()
+    bimodal["models"]["imder"]["features"] = {"audio": "egemaps_functionals", "text": "minilm"}
+    with pytest.raises(ConfigError, match="fuses audio, video and text"):
+        build_model(ModelSpec.from_params(bimodal, "imder"), {"audio": 25, "text": 384}, 4)
     with pytest.raises(ConfigError, match="unknown imder options"):
         build_model(
             ModelSpec.from_params(imder_params(warp=1), "imder"),

@@ -241,13 +241,6 @@ def draw_blur_rate(rng: np.random.Generator, rates: Sequence[int] = BLUR_RATES) 
     return int(rates[int(rng.integers(len(rates)))])
 
 
-def read_audio(path: Path) -> tuple[np.ndarray, int]:
-    """Mono float32 samples and rate; the same reader (and errors) the audio extractor uses."""
-    from robustmer.features.audio import read_wav  # deferred: pulls in the feature stack
-
-    return read_wav(Path(path))
-
-
 def write_audio(path: Path, samples: np.ndarray, rate: int) -> None:
     """Write 16-bit PCM atomically, so an interrupted corruption run leaves no partial file."""
     rate = _check_length("rate", rate)

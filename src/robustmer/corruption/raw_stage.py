@@ -36,6 +36,7 @@ from robustmer.features.extract import (
     extract_modality,
     write_placeholders,
 )
+from robustmer.features.media import read_audio
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,7 @@ def _noisy_audio(
     work: Path,
 ) -> Extraction:
     paths = _media(manifest, "audio_path")
-    clean = [raw_noise.read_audio(p) for p in paths]
+    clean = [read_audio(p) for p in paths]  # the extractors' reader, with their errors
     rates = {rate for _, rate in clean}
     if len(rates) != 1:
         raise DataError(f"audio files have different sample rates {sorted(rates)}; resample them")

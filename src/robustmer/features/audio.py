@@ -27,11 +27,6 @@ LLD_FRAME_RATE = 100.0  # openSMILE eGeMAPS / ComParE LLDs: 10 ms hop
 FEATURE_SETS = ("eGeMAPSv02", "ComParE_2016")
 
 
-def read_wav(path: Path) -> tuple[np.ndarray, int]:
-    """Mono float32 samples and the file's rate; `MediaError` (a DataError) naming bad files."""
-    return read_audio(Path(path))
-
-
 class OpenSmileExtractor(Extractor):
     """`audio/<name>_functionals` (utterance) and `audio/<name>_lld` (frames at 100 Hz)."""
 

@@ -236,6 +236,12 @@ _IMDER_OPTIONS = _IMDER_MULT_OPTIONS | {
 
 
 def _imder_options(spec: ModelSpec, allowed: set[str] = _IMDER_OPTIONS) -> dict[str, Any]:
+    """The entry's options for MulT/IMDer, after the checks a params.yaml mistake needs."""
+    if set(spec.features) != {"audio", "video", "text"}:
+        raise ConfigError(
+            f"model {spec.name!r}: {spec.arch} fuses audio, video and text; its `features` "
+            f"names {sorted(spec.features)}"
+        )
     unknown = set(spec.options) - _IMDER_OPTIONS
     if unknown:
         raise ConfigError(
