@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from robustmer.corruption import masks
-from robustmer.models.imder import IMDer
-from robustmer.models.mult import MulT
+from robustmer.models.imder.mult import MulT
+from robustmer.models.imder.network import IMDer
 
 DIMS = {"audio": 5, "video": 20, "text": 768}
 MOSI = {"seq_len": 50, "nlevels": 4, "attn_dropout_a": 0.2, "embed_dropout": 0.2}

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from robustmer.corruption import masks
-from robustmer.models.nmer import NMER, NMERStage1, kaiming_init
+from robustmer.models.nmer.network import NMER, NMERStage1, kaiming_init
 
 DIMS = {"audio": 130, "video": 342, "text": 1024}
 LENGTHS = {"audio": (20, 120), "video": (20, 120), "text": (5, 40)}

@@ -9,6 +9,7 @@ import yaml
 
 from robustmer.config import ModelSpec, TrainConfig, load_params, validate_params
 from robustmer.errors import ConfigError
+from robustmer.models.registry import check_models
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,7 +57,7 @@ def test_bad_values_name_the_key(patch: dict, key: str) -> None:
     }
     raw.update(patch)
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        validate_params(raw)
+        check_models(validate_params(raw))
 
 
 def test_unknown_model_name_lists_known(tmp_path: Path) -> None:

@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from robustmer import MODALITIES
-from robustmer.models.imder import IMDer, Refinement, count_parameters
-from robustmer.models.mult import MulT
-from robustmer.models.score_diffusion import VESDE, ScoreNet, dsm_loss, sample
+from robustmer.models.imder.mult import MulT
+from robustmer.models.imder.network import IMDer, Refinement, count_parameters
+from robustmer.models.imder.score_diffusion import VESDE, ScoreNet, dsm_loss, sample
 
 torch.set_num_threads(1)
 

@@ -168,7 +168,7 @@ def test_imder_learns_and_recovers_on_the_tiny_corpus(imder_run: dict) -> None:
 
 def test_train_needs_its_pretraining(imder_run: dict, tiny_store: Path, tmp_path: Path) -> None:
     params = imder_params()
-    with pytest.raises(DataError, match="MulT pretraining checkpoint not found"):
+    with pytest.raises(DataError, match="stage-1 checkpoint not found"):
         train_model(params, "imder", tiny_store, tmp_path / "m", pretrain_dir=tmp_path / "none")
     summary = imder_run["root"] / "imder" / "train_summary.json"
     assert summary.is_file()
@@ -177,18 +177,18 @@ def test_train_needs_its_pretraining(imder_run: dict, tiny_store: Path, tmp_path
 def test_plateau_scheduler_halves_the_lr(tiny_store: Path) -> None:
     from conftest import tiny_params_dict
 
+    from robustmer.data.model_data import FoldTensors, Normaliser, data_folds, load_model_data
     from robustmer.data.store import FeatureStore
-    from robustmer.models.registry import architecture
+    from robustmer.models.registry import method
     from robustmer.seeding import seed_everything
-    from robustmer.training.data import FoldTensors, Normaliser, data_folds, load_model_data
-    from robustmer.training.loop import fit
+    from robustmer.training.loop import FitJob, fit
 
     raw = tiny_params_dict(epochs=6, patience=0, lr_scheduler="plateau", plateau_patience=0,
                            plateau_factor=0.5, lr=1.0)  # fmt: skip
     params = validate_params(copy.deepcopy(raw))
     spec = ModelSpec.from_params(params, "fusion_mlp")
     cfg = TrainConfig.from_params(params, spec)
-    data = load_model_data(FeatureStore(tiny_store), spec, architecture(spec.arch).frame_inputs)
+    data = load_model_data(FeatureStore(tiny_store), spec, method(spec.arch).frame_inputs)
     split = data_folds(data, cfg.val_speakers, cfg.seed)[0]
     seed_everything(1)
     tensors = FoldTensors(data, Normaliser.fit(data, split.train), torch.device("cpu"))
@@ -202,7 +202,7 @@ def test_plateau_scheduler_halves_the_lr(tiny_store: Path) -> None:
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(torch.optim.Adam, "step", spy)
-        result = fit(model, tensors, split.train, split.val, cfg, len(data.classes), 1)
+        result = fit(FitJob(model, tensors, split.train, split.val, cfg, len(data.classes), 1))
     losses = [h["val_loss"] for h in result.history]
     drops = sorted(set(np.round(lrs, 6)), reverse=True)
     assert drops[0] == 1.0 and len(drops) > 1  # lr 1.0 diverges: the plateau halves it

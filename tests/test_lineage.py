@@ -28,7 +28,6 @@ from robustmer.evaluation.runner import evaluate_model
 from robustmer.io import read_json, sha256_file, write_json
 from robustmer.tracking import audit
 from robustmer.tracking.audit import ALTERED, MISSING, OK, STALE, Lineage, trace
-from robustmer.training import runner
 from robustmer.training.runner import train_model
 
 MODEL = "fusion_mlp"
@@ -122,19 +121,18 @@ def _statuses(result: Lineage) -> dict[str, str]:
 
 def test_training_records_checkpoint_hashes_and_the_dvc_side(project: dict) -> None:
     root, summary = project["root"], project["summary"]
-    assert audit.SUMMARY_FILES == {
-        "train": runner.SUMMARY_FILE, "pretrain": runner.PRETRAIN_SUMMARY
+    assert paths.SUMMARY_FILES == {
+        "train": paths.SUMMARY_FILE, "pretrain": paths.PRETRAIN_SUMMARY
     }  # fmt: skip
-    assert audit.RUN_RECORDS == runner.RUN_RECORDS
     for fold in summary["folds"]:
         path = root / paths.model_dir(MODEL) / fold["checkpoint"]
         assert fold["checkpoint_sha256"] == sha256_file(path)
-    record = read_json(runner.run_record_path(root / paths.model_dir(MODEL)))
+    record = read_json(paths.run_record_path(root / paths.model_dir(MODEL)))
     assert record["mlflow_run_id"] == summary["mlflow_run_id"]
     assert record["mlflow_experiment_id"] == summary["mlflow_experiment_id"]
     assert 0.0 <= record["cv_val_ua"] <= 1.0
     dvc_yaml = yaml.safe_load((Path(__file__).parents[1] / "dvc.yaml").read_text())
-    assert f"{paths.MODELS.as_posix()}/{runner.RUN_RECORDS}" in dvc_yaml["metrics"]
+    assert f"{paths.MODELS.as_posix()}/{paths.RUN_RECORDS}" in dvc_yaml["metrics"]
 
 
 def test_run_id_traces_to_commit_params_store_and_checkpoints(project: dict) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from robustmer.evaluation.metrics import (
+from robustmer.metrics import (
     METRIC_KEYS,
     REGRESSION_METRIC_KEYS,
     classification_metrics,

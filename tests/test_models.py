@@ -8,9 +8,10 @@ from torch import nn
 
 from robustmer.config import ModelSpec
 from robustmer.errors import ConfigError
-from robustmer.models.baselines import EarlyFusionMLP, MER2024Attention, fusion_order
-from robustmer.models.encoders import LSTMEncoder, MLPEncoder
-from robustmer.models.registry import architecture, architectures, build_model
+from robustmer.models.early_fusion.network import EarlyFusionMLP
+from robustmer.models.encoders import LSTMEncoder, MLPEncoder, fusion_order
+from robustmer.models.mer2024_attention.network import MER2024Attention
+from robustmer.models.registry import build_model, method, method_names
 
 DIMS = {"video": 5, "audio": 7, "text": 3}
 
@@ -88,9 +89,9 @@ def test_lstm_handles_empty_sequences() -> None:
 
 
 def test_registry_builds_both_baselines() -> None:
-    assert {"early_fusion", "mer2024_attention"} <= set(architectures())
-    assert not architecture("early_fusion").frame_inputs
-    assert architecture("mer2024_attention").frame_inputs
+    assert {"early_fusion", "mer2024_attention"} <= set(method_names())
+    assert not method("early_fusion").frame_inputs
+    assert method("mer2024_attention").frame_inputs
     assert isinstance(build_model(spec("early_fusion"), DIMS, 4), EarlyFusionMLP)
     model = build_model(spec("mer2024_attention", hidden_dim=5), DIMS, 4, {"audio": "frame"})
     assert isinstance(model, MER2024Attention)

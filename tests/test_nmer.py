@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from robustmer.models.nmer import (
+from robustmer.models.nmer.network import (
     MODALITY_ORDER,
     NMER,
     ConditionVAE,

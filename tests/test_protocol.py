@@ -11,16 +11,16 @@ import pytest
 
 from robustmer.config import ModelSpec
 from robustmer.corruption.condition_store import corrupt
-from robustmer.data.store import FeatureStore
-from robustmer.errors import DataError
-from robustmer.evaluation.runner import evaluate_model
-from robustmer.io import atomic_path
-from robustmer.training.data import (
+from robustmer.data.model_data import (
     ModelData,
     data_folds,
     encode_labels,
     load_model_data,
 )
+from robustmer.data.store import FeatureStore
+from robustmer.errors import DataError
+from robustmer.evaluation.runner import evaluate_model
+from robustmer.io import atomic_path
 from robustmer.training.runner import train_model
 
 

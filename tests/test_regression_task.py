@@ -17,22 +17,7 @@ from dataset_fixtures_packs import build_mmsa_pickle
 from robustmer.config import ModelSpec, TrainConfig, schema, validate_params
 from robustmer.corruption.condition_store import corrupt
 from robustmer.data.acquire import acquire
-from robustmer.data.store import FeatureStore
-from robustmer.errors import ConfigError, DataError, ValidationFailed
-from robustmer.evaluation.metrics import (
-    METRIC_KEYS,
-    REGRESSION_METRIC_KEYS,
-    SELECTION_METRICS,
-    TASKS,
-    regression_metrics,
-)
-from robustmer.evaluation.report import write_report
-from robustmer.evaluation.runner import evaluate_model
-from robustmer.features.extract import extract
-from robustmer.io import read_json
-from robustmer.models.registry import build_model
-from robustmer.seeding import seed_everything
-from robustmer.training.data import (
+from robustmer.data.model_data import (
     FoldTensors,
     ModalityInput,
     ModelData,
@@ -40,7 +25,22 @@ from robustmer.training.data import (
     load_model_data,
     regression_targets,
 )
-from robustmer.training.loop import fit
+from robustmer.data.store import FeatureStore
+from robustmer.errors import ConfigError, DataError, ValidationFailed
+from robustmer.evaluation.report import write_report
+from robustmer.evaluation.runner import evaluate_model
+from robustmer.features.extract import extract
+from robustmer.io import read_json
+from robustmer.metrics import (
+    METRIC_KEYS,
+    REGRESSION_METRIC_KEYS,
+    SELECTION_METRICS,
+    TASKS,
+    regression_metrics,
+)
+from robustmer.models.registry import build_model, check_models
+from robustmer.seeding import seed_everything
+from robustmer.training.loop import FitJob, fit
 from robustmer.training.runner import train_model
 from robustmer.validation.gate import run_gate
 
@@ -49,9 +49,11 @@ HEADLINE = ("acc2", "f1", "acc7", "mae", "corr")
 
 
 def _params(models: dict[str, Any], **train: Any) -> dict[str, Any]:
-    return validate_params(
+    params = validate_params(
         {"seed": 1, "dataset": "mosi", "train": train, "models": models}, source="test"
     )
+    check_models(params, "test")  # what the model stages check first
+    return params
 
 
 def _model(**kw: Any) -> dict[str, Any]:
@@ -159,7 +161,7 @@ def test_fit_selects_in_the_metric_direction(metric: str, pick: Any) -> None:
     seed_everything(3)
     model = build_model(spec, data.input_dims, len(data.classes))
     assert model(inputs).shape == (4, 1)  # one output, whatever the class count
-    result = fit(model, tensors, np.arange(80), np.arange(80, 120), cfg, 1, seed=3)
+    result = fit(FitJob(model, tensors, np.arange(80), np.arange(80, 120), cfg, 1, seed=3))
     curve = [h[f"val_{metric}"] for h in result.history]
     assert result.best_epoch == int(pick(curve)) + 1
     assert result.best_metrics == {k: v for k, v in result.history[result.best_epoch - 1].items()
@@ -179,7 +181,8 @@ def test_custom_objective_gets_float_targets() -> None:
 
     model = build_model(spec, data.input_dims, 1)
     cfg = TrainConfig.from_params(params, spec)
-    fit(model, tensors, np.arange(80), np.arange(80, 120), cfg, 1, seed=0, objective=objective)
+    fit(FitJob(model, tensors, np.arange(80), np.arange(80, 120), cfg, 1, seed=0,
+               objective=objective))  # fmt: skip
     assert seen and set(seen) == {torch.float32}
 
 

@@ -12,25 +12,26 @@ import pytest
 import torch
 
 from robustmer.config import ModelSpec, TrainConfig
-from robustmer.data.store import FeatureStore
-from robustmer.errors import DataError
-from robustmer.evaluation.metrics import classification_metrics
-from robustmer.models.registry import architecture, build_model
-from robustmer.seeding import seed_everything
-from robustmer.training.data import (
+from robustmer.data.model_data import (
     FoldTensors,
     Normaliser,
     encode_labels,
     load_model_data,
     speaker_folds,
 )
-from robustmer.training.loop import configure_threads, fit, predict_logits, resolve_device
+from robustmer.data.store import FeatureStore
+from robustmer.device import configure_threads, resolve_device
+from robustmer.errors import DataError
+from robustmer.metrics import classification_metrics
+from robustmer.models.registry import build_model, method
+from robustmer.seeding import seed_everything
+from robustmer.training.loop import FitJob, fit, predict_logits
 
 
 def model_data(store_dir: Path, params: dict[str, Any], name: str) -> tuple[ModelSpec, Any]:
     spec = ModelSpec.from_params(params, name)
     data = load_model_data(
-        FeatureStore(store_dir), spec, frame_inputs=architecture(spec.arch).frame_inputs
+        FeatureStore(store_dir), spec, frame_inputs=method(spec.arch).frame_inputs
     )
     return spec, data
 
@@ -98,7 +99,7 @@ def test_normaliser_uses_training_rows_only(tiny_store: Path, tiny_params: dict)
 
 
 def test_constant_feature_normalises_to_zero() -> None:
-    from robustmer.training.data import ModalityInput, ModelData
+    from robustmer.data.model_data import ModalityInput, ModelData
 
     x = np.ones((4, 2), dtype=np.float32)
     data = ModelData({"audio": ModalityInput("audio/x", "utterance", x)}, np.zeros(4, int),
@@ -124,11 +125,11 @@ def _fit_fold(store: Path, params: dict, name: str, seed: int = 11) -> tuple[Any
     spec, data = model_data(store, params, name)
     cfg = TrainConfig.from_params(params)
     fold = speaker_folds(data.manifest, 1, 0)[0]
-    configure_threads(cfg, torch.device("cpu"))
+    configure_threads(cfg.num_threads, torch.device("cpu"))
     seed_everything(seed)
     tensors = FoldTensors(data, Normaliser.fit(data, fold.train), torch.device("cpu"))
     model = build_model(spec, data.input_dims, len(data.classes), data.levels)
-    result = fit(model, tensors, fold.train, fold.val, cfg, len(data.classes), seed)
+    result = fit(FitJob(model, tensors, fold.train, fold.val, cfg, len(data.classes), seed))
     probs = predict_logits(model, tensors, fold.test).numpy()
     acc = classification_metrics(data.labels[fold.test], probs.argmax(1), 4)["wa"]
     return result, acc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import subprocess
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from robustmer import paths
 from robustmer.config import load_params
@@ -98,3 +100,157 @@ def test_outputs_follow_the_paths_module() -> None:
 def test_workflow_lints_clean(cmd: list[str]) -> None:
     proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+
+
+# --- code deps: every module a stage's command imports is a declared dependency -------------
+
+SRC = ROOT / "src"
+# Packages whose modules are imported by name at run time (method packages through
+# models.registry, extractor kinds through features.registry): importing the registry means
+# depending on the whole package.
+DYNAMIC = {"robustmer.models.registry": "robustmer.models",
+           "robustmer.features.registry": "robustmer.features",
+           "robustmer.data.registry": "robustmer.data.adapters"}  # fmt: skip
+
+
+def _module_file(name: str) -> Path | None:
+    base = SRC / Path(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imports(path: Path, module: str) -> set[str]:
+    """robustmer modules `path` imports, at any depth of the file except `if TYPE_CHECKING:`."""
+    tree = ast.parse(path.read_text())
+    found: set[str] = set()
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skip |= {id(n) for n in ast.walk(node)}
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parts, base] if base else parts)
+            found.add(base)
+            found |= {f"{base}.{a.name}" for a in node.names}
+    return {m for m in found if m.split(".")[0] == "robustmer" and _module_file(m)}
+
+
+def import_closure(*roots: str) -> set[Path]:
+    """Every robustmer source file the modules `roots` load, with their parent packages."""
+    todo, seen = list(roots), set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        parts = name.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # parent __init__ runs
+        if name in DYNAMIC:
+            pkg = DYNAMIC[name]
+            todo += [
+                f"{pkg}.{'.'.join(p.relative_to(_module_file(pkg).parent).with_suffix('').parts)}"
+                for p in _module_file(pkg).parent.rglob("*.py")
+                if p.name != "__init__.py"
+            ] + [pkg]
+        path = _module_file(name)
+        if path is not None:
+            todo += sorted(_imports(path, name))
+    return {p for n in seen if (p := _module_file(n)) is not None}
+
+
+def stage_entry_modules(stage: str) -> set[str]:
+    """The modules `robustmer <stage>` imports: the CLI's top level and its command function.
+
+    cli.py itself is not required as a dep: it only parses arguments and maps errors to exit
+    codes, and depending on it would rerun every stage when any command's help text changes.
+    """
+    tree = ast.parse((SRC / "robustmer" / "cli.py").read_text())
+    top = {
+        node.module
+        for node in tree.body
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("robustmer")
+    }
+    top |= {f"robustmer.{a.name}" for node in tree.body if isinstance(node, ast.ImportFrom)
+            and node.module == "robustmer" for a in node.names}  # fmt: skip
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == stage:
+            inner = {
+                n.module
+                for n in ast.walk(node)
+                if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("robustmer")
+            }
+            return top | inner
+    raise AssertionError(f"cli.py has no command function {stage!r}")
+
+
+def _covered(path: Path, deps: list[str]) -> bool:
+    rel = path.relative_to(ROOT).as_posix()
+    return any(rel == d or rel.startswith(d.rstrip("/") + "/") for d in deps)
+
+
+def dvc_code_deps() -> dict[str, list[str]]:
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    out = {}
+    for name, stage in stages.items():
+        body = stage.get("do", stage)
+        out[name] = [d for d in body.get("deps", []) if d.startswith("src/")]
+    return out
+
+
+def snakemake_code_deps() -> dict[str, list[str]]:
+    """rule -> the `code=code(...)` parts of workflow/rules/*.smk (and GROUND), as src/ paths."""
+    common = (ROOT / "workflow" / "rules" / "common.smk").read_text()
+    ground_def = re.search(r"^GROUND = \(([^)]*)\)", common, re.M)
+    assert ground_def, "common.smk defines GROUND"
+    ground = re.findall(r'"([^"]+)"', ground_def.group(1))
+    out: dict[str, list[str]] = {}
+    for smk in sorted((ROOT / "workflow" / "rules").glob("*.smk")):
+        text = smk.read_text()
+        for rule, body in re.findall(r"^rule (\w+):\n((?:[ \t]+.*\n|\n)*)", text, re.M):
+            call = re.search(r"code=code\(([^)]*)\)", body)
+            if call:
+                parts = ground + re.findall(r'"([^"]+)"', call.group(1))
+                out[rule] = [f"src/robustmer/{p}" for p in parts]
+    return out
+
+
+@pytest.mark.parametrize("front", ["dvc", "snakemake"])
+def test_code_deps_cover_every_imported_module(front: str) -> None:
+    deps = dvc_code_deps() if front == "dvc" else snakemake_code_deps()
+    stages = (
+        "acquire",
+        "extract",
+        "validate",
+        "corrupt",
+        "pretrain",
+        "train",
+        "evaluate",
+        "report",
+    )
+    assert set(stages) <= set(deps), sorted(deps)
+    problems = {}
+    for stage in stages:
+        files = import_closure(*stage_entry_modules(stage))
+        missing = sorted(p.relative_to(ROOT).as_posix() for p in files
+                         if not _covered(p, deps[stage]))  # fmt: skip
+        if missing:
+            problems[stage] = missing
+    assert not problems, f"{front}: code deps lack modules their stage imports: {problems}"
+
+
+def test_import_closure_sees_function_level_and_dynamic_imports() -> None:
+    files = {p.relative_to(SRC).as_posix() for p in import_closure("robustmer.training.runner")}
+    assert "robustmer/training/loop.py" in files  # a module-level import
+    assert "robustmer/models/nmer/network.py" in files  # loaded through models.registry
+    assert "robustmer/tracking/lineage.py" in files
+    assert "robustmer/evaluation/report.py" not in files

@@ -7,6 +7,7 @@ so a typo in a key fails every front door the same way, with the key's path in t
 from __future__ import annotations
 
 import copy
+import importlib.util
 import os
 from dataclasses import dataclass, field
 from importlib import resources
@@ -17,13 +18,11 @@ import jsonschema
 import yaml
 
 from robustmer.errors import ConfigError
-from robustmer.evaluation.metrics import SELECTION_METRICS
+from robustmer.metrics import SELECTION_METRICS
 
 # The schema default of `train.selection_metric`; a regression model inheriting it gets `mae`.
 CLASSIFICATION_SELECTION_DEFAULT = "ua"
 REGRESSION_SELECTION_DEFAULT = "mae"
-# Architectures whose objective only exists for classes (NMER: cross-entropy + teacher logits).
-CLASSIFICATION_ONLY_ARCHS = frozenset({"nmer"})
 
 Params = dict[str, Any]
 DEFAULT_PARAMS = Path("params.yaml")
@@ -51,10 +50,27 @@ def _with_defaults(validator_cls: type) -> type:
 _Validator = _with_defaults(jsonschema.Draft202012Validator)
 
 
+def method_dir(arch: str) -> Path | None:
+    """The folder of method package `arch` (built in, or a plug-in package of that name).
+
+    Found without importing the method: params are read by every stage, and only the model
+    stages should load (and depend on) method code.
+    """
+    for module in (f"robustmer.models.{arch}", arch):
+        try:
+            found = importlib.util.find_spec(module) if arch.isidentifier() else None
+        except (ImportError, ValueError):
+            found = None
+        if found is not None and found.submodule_search_locations:
+            return Path(next(iter(found.submodule_search_locations)))
+    return None
+
+
 def preset(arch: str, name: str) -> dict[str, Any]:
-    """One named preset of an architecture (src/robustmer/models/presets/<arch>.yaml)."""
-    path = resources.files("robustmer").joinpath("models", "presets", f"{arch}.yaml")
-    if not path.is_file():
+    """One named preset of a method (`presets.yaml` in its package, e.g. models/nmer/)."""
+    folder = method_dir(arch)
+    path = folder / "presets.yaml" if folder is not None else None
+    if path is None or not path.is_file():
         raise ConfigError(f"architecture {arch!r} has no presets")
     presets = yaml.safe_load(path.read_text(encoding="utf-8"))
     if name not in presets:
@@ -101,12 +117,11 @@ def validate_params(raw: dict[str, Any], source: str = "params") -> Params:
 
 
 def _check_task(params: Params, spec: ModelSpec, source: str) -> None:
-    """Load-time checks the schema cannot express: the task fits the arch and the selection."""
-    if spec.task != "classification" and spec.arch in CLASSIFICATION_ONLY_ARCHS:
-        raise ConfigError(
-            f"{source}: models.{spec.name}: arch {spec.arch} supports only task: classification "
-            f"(its objective needs classes); remove `task: {spec.task}` or use another arch"
-        )
+    """Load-time checks the schema cannot express: the selection metric fits the task.
+
+    What only the method knows (its options, its tasks) is checked by the model stages
+    (`models.registry.check_models`), so params stay readable without loading method code.
+    """
     stages = ("train", "pretrain") if spec.pretrain else ("train",)
     for stage in stages:
         selection_metric(params, spec, stage, source)
@@ -160,7 +175,11 @@ def load_params(path: str | os.PathLike[str] = DEFAULT_PARAMS) -> Params:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation settings: the `train` section, with a model's own overrides on top."""
+    """Optimisation settings: the `train` section, with a model's own overrides on top.
+
+    No defaults here: every value comes from the validated params, whose defaults are written
+    once, in the schema's `train` section (workflow/schemas/params.schema.yaml).
+    """
 
     epochs: int
     batch_size: int
@@ -172,16 +191,14 @@ class TrainConfig:
     val_speakers: int
     device: str
     seed: int
-    seeds: tuple[int, ...] = (1,)
-    beta1: float = 0.9
-    decay_epochs: int = 0
-    grad_clip: float = 0.0
-    grad_clip_mode: str = (
-        "norm"  # "norm" (per sub-network) | "value" (IMDer/MMSA: clamp each entry)
-    )
-    lr_scheduler: str = "none"  # "none" | "plateau": ReduceLROnPlateau on the validation loss
-    plateau_factor: float = 0.5
-    plateau_patience: int = 10
+    seeds: tuple[int, ...]
+    beta1: float
+    decay_epochs: int
+    grad_clip: float
+    grad_clip_mode: str  # "norm" (per sub-network) | "value" (IMDer/MMSA: clamp each entry)
+    lr_scheduler: str  # "none" | "plateau": ReduceLROnPlateau on the validation loss
+    plateau_factor: float
+    plateau_patience: int
 
     @classmethod
     def from_params(
@@ -191,7 +208,7 @@ class TrainConfig:
         t = dict(params["train"])
         if spec is not None:
             t.update((spec.pretrain if stage == "pretrain" else spec.train) or {})
-        if t.get("decay_epochs", 0) >= t["epochs"]:
+        if t["decay_epochs"] >= t["epochs"]:
             raise ConfigError(
                 f"decay_epochs {t['decay_epochs']} must be below epochs {t['epochs']}"
             )
@@ -207,13 +224,13 @@ class TrainConfig:
             device=params["device"],
             seed=params["seed"],
             seeds=tuple(t["seeds"]),
-            beta1=t.get("beta1", 0.9),
-            decay_epochs=t.get("decay_epochs", 0),
-            grad_clip=t.get("grad_clip", 0.0),
-            grad_clip_mode=t.get("grad_clip_mode", "norm"),
-            lr_scheduler=t.get("lr_scheduler", "none"),
-            plateau_factor=t.get("plateau_factor", 0.5),
-            plateau_patience=t.get("plateau_patience", 10),
+            beta1=t["beta1"],
+            decay_epochs=t["decay_epochs"],
+            grad_clip=t["grad_clip"],
+            grad_clip_mode=t["grad_clip_mode"],
+            lr_scheduler=t["lr_scheduler"],
+            plateau_factor=t["plateau_factor"],
+            plateau_patience=t["plateau_patience"],
         )
 
 

@@ -14,6 +14,12 @@ CORRUPTED = Path("data/corrupted")
 MODELS = Path("models")
 RESULTS = Path("results")
 
+# Inside a model folder: what `train` / `pretrain` write beside the checkpoints.
+SUMMARY_FILE = "train_summary.json"
+PRETRAIN_SUMMARY = "pretrain_summary.json"
+SUMMARY_FILES = {"train": SUMMARY_FILE, "pretrain": PRETRAIN_SUMMARY}
+RUN_RECORDS = "mlflow-runs"  # a hyphen: never a model name, so never a model folder
+
 
 def raw_dir(dataset: str) -> Path:
     return RAW / dataset
@@ -49,8 +55,12 @@ def metrics_file(model: str, condition: str) -> Path:
     return RESULTS / "metrics" / model / f"{condition}.json"
 
 
+# The columns of a scores file (one tidy row per model, condition, level, fold, seed, metric).
+SCORE_COLUMNS = ("model", "condition", "level", "level_value", "fold", "seed", "metric", "value")
+
+
 def scores_file(model: str, condition: str) -> Path:
-    """Tidy rows (model, condition, level, fold, seed, metric, value)."""
+    """Tidy rows (model, condition, level, fold, seed, metric, value): `SCORE_COLUMNS`."""
     return RESULTS / "scores" / model / f"{condition}.csv"
 
 
@@ -68,3 +78,8 @@ def confusion_csv(model: str, condition: str) -> Path:
 
 def report_dir(dataset: str) -> Path:
     return RESULTS / "report" / dataset
+
+
+def run_record_path(out_dir: Path) -> Path:
+    """Where the DVC-visible record of a stage's MLflow run goes: beside the model folders."""
+    return Path(out_dir).parent / RUN_RECORDS / f"{Path(out_dir).name}.json"

@@ -4,11 +4,14 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from robustmer.config import expand_presets
+from robustmer.config import expand_presets, validate_params
+from robustmer.models.registry import check_models
 
-# Model presets (models.<m>.preset) are expanded exactly as the CLI does before validating.
+# Model presets (models.<m>.preset) are expanded exactly as the CLI does before validating;
+# each model entry is checked against its method (options, task) before any job runs.
 config.update(expand_presets(config))
 validate(config, schema="../schemas/params.schema.yaml")
+check_models(validate_params(config), "config")
 
 DATASET = config["dataset"]
 MODELS = sorted(config["models"])
@@ -26,10 +29,26 @@ wildcard_constraints:
     condition="|".join(CONDITIONS),
 
 
+# The ground floor every stage imports (params, errors, files, metrics, paths, seeds); `code`
+# adds it to every rule, as dvc.yaml lists it in every stage.
+GROUND = (
+    "__init__.py",
+    "config.py",
+    "errors.py",
+    "io.py",
+    "metrics.py",
+    "paths.py",
+    "seeding.py",
+)
+
+
 def code(*parts):
-    """Source files a rule runs, so that code changes rerun it (as DVC's code deps do)."""
+    """Source files a rule runs, so that code changes rerun it (as DVC's code deps do).
+
+    tests/test_workflow_parity.py checks that they cover every module the stage imports.
+    """
     files = []
-    for part in parts:
+    for part in (*GROUND, *parts):
         path = Path("src/robustmer") / part
         files += (
             sorted(

@@ -4,10 +4,14 @@
 rule acquire:
     input:
         code=code(
+            "data/__init__.py",
             "data/acquire.py",
+            "data/registry.py",
             "data/registry.yaml",
             "data/download.py",
             "data/archive.py",
+            "data/safe_pickle.py",
+            "data/store.py",
             "data/adapters",
             "data/builtin",
         ),
@@ -34,7 +38,7 @@ rule acquire:
 rule extract:
     input:
         raw=RAW,
-        code=code("features", "data/store.py", "data/adapters", "data/safe_pickle.py"),
+        code=code("device.py", "data", "features"),
     output:
         directory(FEATURES),
     log:
@@ -63,7 +67,7 @@ rule extract:
 rule validate:
     input:
         features=FEATURES,
-        code=code("validation", "data/registry.yaml"),
+        code=code("device.py", "data", "features", "validation"),
     output:
         summary=VALIDATION_SUMMARY,
         docs=directory(DATA_DOCS),

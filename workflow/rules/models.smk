@@ -6,7 +6,7 @@ rule corrupt:
         raw=RAW,
         features=FEATURES,
         validated=VALIDATION_SUMMARY,
-        code=code("corruption", "features"),
+        code=code("device.py", "data", "features", "corruption"),
     output:
         directory(f"{CORRUPTED}/{{condition}}"),
     log:
@@ -34,7 +34,17 @@ rule pretrain:
     input:
         features=FEATURES,
         validated=VALIDATION_SUMMARY,
-        code=code("models", "training", "tracking"),
+        code=code(
+            "device.py",
+            "data/__init__.py",
+            "data/model_data.py",
+            "data/protocol.py",
+            "data/store.py",
+            "corruption",
+            "models",
+            "training",
+            "tracking",
+        ),
     output:
         directory("models/{model}.pretrain"),
     log:
@@ -64,7 +74,17 @@ rule train:
         features=FEATURES,
         validated=VALIDATION_SUMMARY,
         pretrained="models/{model}.pretrain",
-        code=code("models", "training", "corruption", "tracking"),
+        code=code(
+            "device.py",
+            "data/__init__.py",
+            "data/model_data.py",
+            "data/protocol.py",
+            "data/store.py",
+            "corruption",
+            "models",
+            "training",
+            "tracking",
+        ),
     output:
         directory("models/{model}"),
     log:
@@ -94,7 +114,16 @@ rule evaluate:
         features=FEATURES,
         condition=f"{CORRUPTED}/{{condition}}",
         model="models/{model}",
-        code=code("evaluation", "models", "training", "corruption", "tracking"),
+        code=code(
+            "device.py",
+            "data",
+            "features",
+            "corruption",
+            "models",
+            "training",
+            "tracking",
+            "evaluation",
+        ),
     output:
         metrics="results/metrics/{model}/{condition}.json",
         scores="results/scores/{model}/{condition}.csv",

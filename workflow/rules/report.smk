@@ -8,7 +8,17 @@ rule report:
             model=MODELS,
             condition=CONDITIONS,
         ),
-        code=code("evaluation/report.py", "evaluation/plots.py"),
+        code=code(
+            "data/__init__.py",
+            "data/store.py",
+            "corruption/__init__.py",
+            "corruption/conditions.py",
+            "corruption/masks.py",
+            "evaluation/__init__.py",
+            "evaluation/plots.py",
+            "evaluation/report.py",
+            "tracking",
+        ),
     output:
         directory(REPORT),
     log:

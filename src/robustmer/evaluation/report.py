@@ -31,10 +31,10 @@ import pandas as pd
 from robustmer.config import Params
 from robustmer.corruption.conditions import LEVEL_NAMES, Condition
 from robustmer.errors import DataError
-from robustmer.evaluation.metrics import REPORT_DEFAULTS, metric_task, task_metric_keys
 from robustmer.evaluation.plots import plot_metric_bars, plot_robustness
-from robustmer.evaluation.runner import SCORE_COLUMNS
 from robustmer.io import atomic_path, write_text
+from robustmer.metrics import REPORT_DEFAULTS, metric_task, task_metric_keys
+from robustmer.paths import SCORE_COLUMNS
 
 LABELS = {
     "wa": "WA",
@@ -159,7 +159,7 @@ def markdown_summary(
             lines.append("")
     lines += [
         "; ".join(DEFINITIONS[task] for task in metrics)
-        + " (definitions: `robustmer.evaluation.metrics`). Curves: `curves/*.png`.",
+        + " (definitions: `robustmer.metrics`). Curves: `curves/*.png`.",
         "",
     ]
     return "\n".join(lines)

@@ -31,25 +31,7 @@ from robustmer import MODALITIES
 from robustmer.config import ModelSpec, Params, TrainConfig
 from robustmer.corruption.condition_store import ConditionStore
 from robustmer.corruption.feature_noise import noise_sample, schedule
-from robustmer.data.store import FeatureStore
-from robustmer.errors import DataError
-from robustmer.evaluation.metrics import (
-    REPORT_DEFAULTS,
-    classification_metrics,
-    confusion_matrix,
-    regression_metrics,
-    rounded_scores,
-    task_metric_keys,
-)
-from robustmer.evaluation.plots import plot_confusion
-from robustmer.io import atomic_path, read_json, write_json
-from robustmer.models.missing import forward
-from robustmer.models.registry import architecture, build_model, n_outputs
-from robustmer.seeding import derive_seed
-from robustmer.tracking import mlflow_run
-from robustmer.tracking.lineage import git_tags
-from robustmer.training.checkpoint import checkpoint_path, load_checkpoint
-from robustmer.training.data import (
+from robustmer.data.model_data import (
     FoldSplit,
     FoldTensors,
     ModelData,
@@ -58,8 +40,27 @@ from robustmer.training.data import (
     iterate_batches,
     load_model_data,
 )
-from robustmer.training.loop import configure_threads, resolve_device
-from robustmer.training.runner import SUMMARY_FILE
+from robustmer.data.store import FeatureStore
+from robustmer.device import configure_threads, resolve_device
+from robustmer.errors import DataError
+from robustmer.evaluation.plots import plot_confusion
+from robustmer.io import atomic_path, read_json, write_json
+from robustmer.metrics import (
+    REPORT_DEFAULTS,
+    classification_metrics,
+    confusion_matrix,
+    regression_metrics,
+    rounded_scores,
+    task_metric_keys,
+)
+from robustmer.models.method import n_outputs
+from robustmer.models.missing import forward
+from robustmer.models.registry import build_model, check_models, method
+from robustmer.paths import SCORE_COLUMNS, SUMMARY_FILE
+from robustmer.seeding import derive_seed
+from robustmer.tracking import mlflow_run
+from robustmer.tracking.lineage import git_tags
+from robustmer.training.checkpoint import checkpoint_path, load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,6 @@ _SPEC_KEYS = (
 # Spec keys added after checkpoints were first written: their value when a checkpoint lacks them.
 _SPEC_DEFAULTS = {"task": "classification"}
 SENTIMENT_CLASSES = [str(v) for v in range(-3, 4)]  # Acc-7 classes of a regression confusion
-SCORE_COLUMNS = ("model", "condition", "level", "level_value", "fold", "seed", "metric", "value")
 EVAL_BATCH = 256
 
 
@@ -87,20 +87,21 @@ def evaluate_model(
 
     `out` keys: metrics, scores, predictions, confusion_png, confusion_csv.
     """
+    check_models(params)
     spec = ModelSpec.from_params(params, model_name)
     cfg = TrainConfig.from_params(params, spec)
     summary = _read_summary(Path(model_dir), model_name)
     store = FeatureStore(store_dir)
     cond = ConditionStore(condition_dir)
     cond.check_store(store)
-    frame_inputs = architecture(spec.arch).frame_inputs
+    frame_inputs = method(spec.arch).frame_inputs
     data = load_model_data(store, spec, frame_inputs=frame_inputs)
     folds = data_folds(data, cfg.val_speakers, cfg.seed)
     device = resolve_device(cfg.device)
-    configure_threads(cfg, device)
+    configure_threads(cfg.num_threads, device)
 
     keys = task_metric_keys(data.task)
-    n_out = n_outputs(spec, len(data.classes))
+    n_out = n_outputs(spec.task, len(data.classes))
     scores: list[dict[str, Any]] = []
     predictions: list[pd.DataFrame] = []
     first_cm: tuple[np.ndarray, list[str]] | None = None
@@ -386,7 +387,7 @@ def _check_compatible(
 ) -> None:
     """The checkpoint must match today's params, store classes and fold; else retrain."""
     saved = {**_SPEC_DEFAULTS, **meta.get("spec", {})}
-    free = architecture(spec.arch).inference_options  # e.g. IMDer's sampler: weights unchanged
+    free = method(spec.arch).inference_options  # e.g. IMDer's sampler: weights unchanged
     current = {key: getattr(spec, key) for key in _SPEC_KEYS}
     for values in (saved, current):
         values["options"] = {k: v for k, v in (values.get("options") or {}).items()

@@ -144,7 +144,7 @@ def resolve_device(name: str) -> str:
     """`device` of params.yaml as a torch device string (torch is imported only if needed)."""
     if name == "cpu":
         return "cpu"
-    from robustmer.training.loop import resolve_device as resolve
+    from robustmer.device import resolve_device as resolve
 
     return str(resolve(name))
 

@@ -6,6 +6,7 @@ reaches all of them and comparisons stay fair.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 import torch
@@ -13,6 +14,15 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 Pooling = Literal["mean", "last"]
+# The reference's fusion order ([a, t, v]), whatever order params list the modalities in.
+FUSION_ORDER = ("audio", "text", "video")
+
+
+def fusion_order(modalities: Mapping[str, object] | list[str]) -> list[str]:
+    """The modalities present, in the canonical fusion order (unknown names sorted after)."""
+    names = list(modalities)
+    known = [m for m in FUSION_ORDER if m in names]
+    return known + sorted(m for m in names if m not in FUSION_ORDER)
 
 
 class MLPEncoder(nn.Module):

@@ -47,8 +47,6 @@ OK, STALE, MISSING, ALTERED = "ok", "stale", "missing", "altered"
 SCHEMA_VERSION = 1
 # The file names training/runner.py writes; not imported from there to keep torch out of the CLI
 # path of `robustmer lineage` (tests/test_lineage.py checks they agree).
-SUMMARY_FILES = {"train": "train_summary.json", "pretrain": "pretrain_summary.json"}
-RUN_RECORDS = "mlflow-runs"
 MEDIA_SAMPLE = 16  # raw media files re-hashed without --deep
 LISTED = 20  # per-key values and problems kept in one link before only mismatches are listed
 TOLERANCE = 1e-5  # scores CSVs are written with 6 significant digits
@@ -257,7 +255,7 @@ def _dispatch(ctx: Context, target: str) -> tuple[str, dict[str, Any], list[Link
 
 
 def _read_summary(model_dir: Path) -> tuple[str, dict[str, Any]] | None:
-    for stage, name in SUMMARY_FILES.items():
+    for stage, name in paths.SUMMARY_FILES.items():
         if (model_dir / name).is_file():
             return stage, read_json(model_dir / name)
     return None
@@ -269,7 +267,7 @@ def _training_from_dir(
     found = _read_summary(model_dir)
     if found is None:
         raise DataError(
-            f"{model_dir}: no {' or '.join(SUMMARY_FILES.values())}, so not a trained model "
+            f"{model_dir}: no {' or '.join(paths.SUMMARY_FILES.values())}, so not a trained model "
             "folder; run `robustmer train` first"
         )
     stage, summary = found
@@ -314,7 +312,7 @@ def _training_from_run(ctx: Context, run_id: str) -> Training:
         )
     default = paths.model_dir(model) if stage == "train" else paths.pretrain_dir(model)
     model_dir = ctx.path(tags.get("robustmer.model_dir", default))
-    summary_file = model_dir / SUMMARY_FILES[stage]
+    summary_file = model_dir / paths.SUMMARY_FILES[stage]
     summary = read_json(summary_file) if summary_file.is_file() else None
     folds = ctx.fold_runs(run)
     return Training(model, stage, model_dir, summary, run.info.run_id, run, folds, selection, True)
@@ -323,7 +321,7 @@ def _training_from_run(ctx: Context, run_id: str) -> Training:
 def _stage(tags: dict[str, str]) -> str | None:
     """train/pretrain, as the training run tagged itself (None for other runs)."""
     stage = tags.get("robustmer.stage")
-    return stage if stage in SUMMARY_FILES else None
+    return stage if stage in paths.SUMMARY_FILES else None
 
 
 # --- links of a trained model -------------------------------------------------------------------
@@ -341,14 +339,14 @@ def _run_links(ctx: Context, tr: Training) -> list[Link]:
         if tr.tags.get("robustmer.dvc_exp_name"):
             links.append(_dvc_exp_link(tr.tags))
     if tr.named_run:
-        at = ("train_summary", tr.model, ctx.show(tr.model_dir / SUMMARY_FILES[tr.stage]))
+        at = ("train_summary", tr.model, ctx.show(tr.model_dir / paths.SUMMARY_FILES[tr.stage]))
         actual = (tr.summary or {}).get("mlflow_run_id")
         status = _verdict(tr.run_id, actual, STALE)
         detail = (
             "retrained since this run: the summary names a newer run" if status == STALE else ""
         )
         links.append(Link(*at, tr.run_id, actual, status, detail))
-    path = tr.model_dir.parent / RUN_RECORDS / f"{tr.model_dir.name}.json"
+    path = tr.model_dir.parent / paths.RUN_RECORDS / f"{tr.model_dir.name}.json"
     record = read_json(path) if path.is_file() else {}
     actual = record.get("mlflow_run_id")
     info = {"mlflow_experiment_id": record.get("mlflow_experiment_id")}
@@ -610,7 +608,7 @@ def _results_links(ctx: Context, csv: Path, pick: str | None) -> list[Link]:
         model_dir = ctx.path(paths.model_dir(model))
         if _read_summary(model_dir) is None:
             detail = f"the model that made these rows is gone; run `robustmer train {model}`"
-            at = ("train_summary", model, ctx.show(model_dir / SUMMARY_FILES["train"]))
+            at = ("train_summary", model, ctx.show(model_dir / paths.SUMMARY_FILES["train"]))
             links.append(Link(*at, None, None, MISSING, detail))
             continue
         tr = _training_from_dir(ctx, model_dir, selection)

@@ -7,12 +7,10 @@ params give the same weights and metrics on the same machine.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
-import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -20,65 +18,35 @@ from torch import nn
 
 from robustmer.config import TrainConfig
 from robustmer.corruption.training import TrainingCorruption
-from robustmer.evaluation.metrics import (
-    classification_metrics,
-    higher_is_better,
-    regression_metrics,
-)
+from robustmer.data.model_data import FoldTensors, iterate_batches
+from robustmer.device import autocast
+from robustmer.metrics import classification_metrics, higher_is_better, regression_metrics
+from robustmer.models.method import FitResult, Objective
 from robustmer.models.missing import forward
-from robustmer.training.data import FoldTensors, iterate_batches
 
 log = logging.getLogger(__name__)
 
 EpochCallback = Callable[[int, dict[str, float]], None]
-Present = dict[str, torch.Tensor] | None
-# (model, inputs, lengths, y, present) -> scalar loss; the default is the task loss (`task_loss`).
-Objective = Callable[[nn.Module, dict[str, torch.Tensor], Present, torch.Tensor, Present],
-                     torch.Tensor]  # fmt: skip
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` -> the first CUDA device if there is one, else CPU; `cuda[:N]` must exist."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            from robustmer.errors import ConfigError
-
-            raise ConfigError(f"device: {name} but torch sees no CUDA GPU; use `device: auto`")
-        # Deterministic cuBLAS (torch.use_deterministic_algorithms) needs this workspace setting.
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    return device
-
-
-def configure_threads(cfg: TrainConfig, device: torch.device) -> None:
-    if device.type == "cpu":
-        torch.set_num_threads(cfg.num_threads)
 
 
 @dataclass
-class FitResult:
-    best_epoch: int
-    best_metrics: dict[str, float]
-    epochs_run: int
-    state_dict: dict[str, torch.Tensor]
-    history: list[dict[str, float]] = field(default_factory=list)
+class FitJob:
+    """Everything one run of the loop reads: the model, its data and rows, and the settings."""
+
+    model: nn.Module
+    tensors: FoldTensors
+    train: np.ndarray
+    val: np.ndarray
+    cfg: TrainConfig
+    n_classes: int
+    seed: int
+    on_epoch: EpochCallback | None = None
+    corruption: TrainingCorruption | None = None
+    objective: Objective | None = None
+    val_present: dict[str, np.ndarray] | None = None
 
 
-def fit(
-    model: nn.Module,
-    tensors: FoldTensors,
-    train_idx: np.ndarray,
-    val_idx: np.ndarray,
-    cfg: TrainConfig,
-    n_classes: int,
-    seed: int,
-    on_epoch: EpochCallback | None = None,
-    corruption: TrainingCorruption | None = None,
-    objective: Objective | None = None,
-    val_present: dict[str, np.ndarray] | None = None,
-) -> FitResult:
+def fit(job: FitJob) -> FitResult:
     """Train with Adam; after each epoch score the validation rows and keep the best weights.
 
     The task is the data's (`tensors.task`): classification trains cross-entropy on the logits
@@ -98,6 +66,10 @@ def fit(
     loss stalls for `plateau_patience` epochs (MMSA/IMDer); `cfg.grad_clip` clips the gradient
     norm per sub-network when the model lists them, or each entry (`grad_clip_mode: value`).
     """
+    model, tensors, train_idx, val_idx, cfg = job.model, job.tensors, job.train, job.val, job.cfg
+    n_classes, seed, on_epoch, corruption, objective, val_present = (
+        job.n_classes, job.seed, job.on_epoch, job.corruption, job.objective, job.val_present,
+    )  # fmt: skip
     device = tensors.device
     model.to(device)
     optimiser = torch.optim.Adam(
@@ -140,7 +112,7 @@ def fit(
             if corruption is not None:
                 inputs, present = corruption(inputs)
             optimiser.zero_grad(set_to_none=True)
-            with _autocast(device):
+            with autocast(device):
                 if objective is None:
                     loss = loss_fn(forward(model, inputs, lengths, present), y)
                 else:
@@ -234,15 +206,9 @@ def predict_logits(
             if present is not None:
                 mask = {m: torch.as_tensor(v[start : start + len(idx)], device=tensors.device)
                         for m, v in present.items()}  # fmt: skip
-            with _autocast(tensors.device):
+            with autocast(tensors.device):
                 out.append(forward(model, inputs, lengths, mask).float())
     return torch.cat(out)
-
-
-def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    if device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
 
 
 def _to_cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

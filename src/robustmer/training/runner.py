@@ -12,24 +12,17 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from robustmer.config import ModelSpec, Params, TrainConfig
 from robustmer.corruption.training import TrainingCorruption
-from robustmer.data.store import FeatureStore
-from robustmer.errors import ConfigError
-from robustmer.evaluation.metrics import task_metric_keys
-from robustmer.io import sha256_file, write_json
-from robustmer.models.registry import architecture, build_model, n_outputs, stage1_objective
-from robustmer.seeding import derive_seed, seed_everything
-from robustmer.tracking import mlflow_run
-from robustmer.tracking.lineage import lineage_tags
-from robustmer.training.checkpoint import checkpoint_path, save_checkpoint
-from robustmer.training.data import (
+from robustmer.data.model_data import (
     NORM_EPS,
     FoldSplit,
     FoldTensors,
@@ -38,18 +31,21 @@ from robustmer.training.data import (
     data_folds,
     load_model_data,
 )
-from robustmer.training.loop import Objective, configure_threads, fit, resolve_device
+from robustmer.data.store import FeatureStore
+from robustmer.device import configure_threads, resolve_device
+from robustmer.errors import DataError
+from robustmer.io import sha256_file, write_json
+from robustmer.metrics import task_metric_keys
+from robustmer.models.method import FitResult, Objective
+from robustmer.models.registry import build_model, check_models, method
+from robustmer.paths import PRETRAIN_SUMMARY, SUMMARY_FILE, run_record_path
+from robustmer.seeding import derive_seed, seed_everything
+from robustmer.tracking import mlflow_run
+from robustmer.tracking.lineage import lineage_tags
+from robustmer.training.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from robustmer.training.loop import FitJob, fit
 
 log = logging.getLogger(__name__)
-
-SUMMARY_FILE = "train_summary.json"
-PRETRAIN_SUMMARY = "pretrain_summary.json"
-RUN_RECORDS = "mlflow-runs"  # a hyphen: never a model name, so never a model folder
-
-
-def run_record_path(out_dir: Path) -> Path:
-    """Where the DVC-visible record of a stage's MLflow run goes: beside the model folders."""
-    return Path(out_dir).parent / RUN_RECORDS / f"{Path(out_dir).name}.json"
 
 
 def fold_seed(
@@ -75,12 +71,13 @@ def run_params(params: Params, spec: ModelSpec) -> dict[str, str]:
 
 
 def pretrain_model(params: Params, model_name: str, store_dir: Path, out_dir: Path) -> Path:
-    """Stage-1 pretraining of every fold and seed (NMER); a note for architectures without one.
+    """Stage-1 pretraining of every fold and seed (NMER, IMDer); a note for methods without one.
 
     Every model gets the folder, so `train` can depend on it uniformly in DVC and Snakemake.
     """
+    check_models(params)
     spec = ModelSpec.from_params(params, model_name)
-    if architecture(spec.arch).build_stage1 is None:
+    if not method(spec.arch).recipe.pretrains:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json(out_dir / PRETRAIN_SUMMARY, {"model": model_name, "pretraining": "none"})
@@ -98,18 +95,18 @@ def train_model(
 ) -> Path:
     """Train every fold and seed of `model_name` into `out_dir` (checkpoints and summary).
 
-    `stage="pretrain"` trains the architecture's stage-1 model with the `pretrain` settings;
-    `stage="train"` trains the model itself, initialised from `pretrain_dir` where the
-    architecture has a stage 1.
+    Each (fold, seed) is trained by the method's recipe (`Recipe.pretrain` or `Recipe.train`)
+    with a `FoldJob` as its context; `pretrain_dir` holds the stage-1 weights of methods that
+    pretrain.
     """
+    check_models(params)
     spec = ModelSpec.from_params(params, model_name)
     cfg = TrainConfig.from_params(params, spec, stage)
-    arch = architecture(spec.arch)
     store = FeatureStore(store_dir)
-    data = load_model_data(store, spec, frame_inputs=arch.frame_inputs)
+    data = load_model_data(store, spec, frame_inputs=method(spec.arch).frame_inputs)
     folds = data_folds(data, cfg.val_speakers, cfg.seed)
     device = resolve_device(cfg.device)
-    configure_threads(cfg, device)
+    configure_threads(cfg.num_threads, device)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in [*out_dir.glob("fold_*.pt"), *out_dir.glob("seed_*/fold_*.pt")]:
@@ -182,29 +179,87 @@ class FoldRun:
         return _train_fold(self, split, replicate)
 
 
-def _build(run: FoldRun, split: FoldSplit, replicate: int, seed: int) -> tuple[
-    torch.nn.Module, Objective | None, TrainingCorruption | None, dict[str, Any] | None
-]:  # fmt: skip
-    """The model, its objective, training corruption and validation masks for this stage."""
-    arch, spec, data = architecture(run.spec.arch), run.spec, run.data
-    n_classes = len(data.classes)
-    if run.stage == "pretrain":
-        assert arch.build_stage1 is not None
-        outputs = n_outputs(spec, n_classes)
-        model = arch.build_stage1(spec, data.input_dims, outputs, levels=data.levels)
-        return model, stage1_objective, None, None
-    model = build_model(spec, data.input_dims, n_classes, data.levels)
-    objective = None
-    if arch.prepare is not None:
-        if run.pretrain_dir is None:
-            raise ConfigError(f"{spec.name}: {spec.arch} needs its stage-1 pretraining folder")
-        path = checkpoint_path(run.pretrain_dir, split.fold, replicate)
-        objective = arch.prepare(model, spec, path, data, run.device)
-    corruption = TrainingCorruption.from_spec(spec, data.modalities, seed)
-    val_present = None
-    if corruption is not None and arch.corrupted_validation:
-        val_present = corruption.validation_masks(len(split.val))
-    return model, objective, corruption, val_present
+@dataclass
+class FoldJob:
+    """The `FoldContext` (models/method.py) of one (fold, seed): what a recipe trains with."""
+
+    run: FoldRun
+    split: FoldSplit
+    replicate: int
+    seed: int
+    tensors: FoldTensors
+    mlrun: mlflow_run.RunHandle
+
+    @property
+    def spec(self) -> ModelSpec:
+        return self.run.spec
+
+    @property
+    def cfg(self) -> TrainConfig:
+        return self.run.cfg
+
+    @property
+    def data(self) -> ModelData:
+        return self.run.data
+
+    @property
+    def stage(self) -> str:
+        return self.run.stage
+
+    @property
+    def device(self) -> torch.device:
+        return self.run.device
+
+    def build(self) -> torch.nn.Module:
+        return build_model(self.spec, self.data.input_dims, len(self.data.classes),
+                           self.data.levels)  # fmt: skip
+
+    def fit(
+        self,
+        model: torch.nn.Module,
+        *,
+        objective: Objective | None = None,
+        corruption: TrainingCorruption | None = None,
+        val_present: dict[str, np.ndarray] | None = None,
+        train: np.ndarray | None = None,
+        tensors: FoldTensors | None = None,
+        cfg: TrainConfig | None = None,
+        tag: str = "",
+    ) -> FitResult:
+        def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+            self.mlrun.log_epoch(epoch, {f"{tag}{k}": v for k, v in metrics.items()})
+
+        job = FitJob(
+            model=model,
+            tensors=self.tensors if tensors is None else tensors,
+            train=self.split.train if train is None else train,
+            val=self.split.val,
+            cfg=self.cfg if cfg is None else cfg,
+            n_classes=len(self.data.classes),
+            seed=self.seed,
+            on_epoch=on_epoch,
+            corruption=corruption,
+            objective=objective,
+            val_present=val_present,
+        )
+        return fit(job)
+
+    def training_corruption(self) -> TrainingCorruption | None:
+        return TrainingCorruption.from_spec(self.spec, self.data.modalities, self.seed)
+
+    def stage1_state(self) -> dict[str, torch.Tensor]:
+        if self.run.pretrain_dir is None:
+            raise DataError(f"{self.spec.name}: {self.spec.arch} needs its pretraining folder")
+        path = checkpoint_path(self.run.pretrain_dir, self.split.fold, self.replicate)
+        if not path.is_file():
+            raise DataError(
+                f"{path}: stage-1 checkpoint not found; run `robustmer pretrain "
+                f"{self.spec.name}` (or `dvc repro pretrain@{self.spec.name}`) first"
+            )
+        return load_checkpoint(path, self.spec.name)["state_dict"]
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        self.mlrun.log_metrics(metrics, step)
 
 
 def _train_fold(run: FoldRun, split: FoldSplit, replicate: int) -> dict[str, Any]:
@@ -229,11 +284,9 @@ def _train_fold(run: FoldRun, split: FoldSplit, replicate: int) -> dict[str, Any
         seed_everything(seed)
         normaliser = Normaliser.fit(data, split.train)
         tensors = FoldTensors(data, normaliser, run.device)
-        model, objective, corruption, val_present = _build(run, split, replicate, seed)
-        result = fit(
-            model, tensors, split.train, split.val, cfg, len(data.classes), seed, mlrun.log_epoch,
-            corruption, objective, val_present,
-        )  # fmt: skip
+        job = FoldJob(run, split, replicate, seed, tensors, mlrun)
+        recipe = method(spec.arch).recipe
+        result = recipe.pretrain(job) if run.stage == "pretrain" else recipe.train(job)
         meta = {
             "model": spec.name,
             "spec": asdict(spec),
@@ -286,4 +339,5 @@ def _train_fold(run: FoldRun, split: FoldSplit, replicate: int) -> dict[str, Any
         "test_speakers": split.test_speakers,
         "seconds": round(seconds, 3),
         "mlflow_run_id": mlrun.run_id,
+        **({"extra": result.extra} if result.extra else {}),
     }

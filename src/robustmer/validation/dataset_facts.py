@@ -13,9 +13,9 @@ from typing import Any
 
 import pandas as pd
 
+from robustmer.data.protocol import read_roles
 from robustmer.data.registry import dataset_info, registry
 from robustmer.data.store import FeatureStore
-from robustmer.training.data import read_roles
 
 FACT_COLUMNS = ("fact", "expected", "actual")
 MMSA_REGRESSION_RANGE = (-3.0, 3.0)  # MMSA sentiment labels (CMU-MOSI/MOSEI)

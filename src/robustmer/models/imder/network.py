@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustmer import MODALITIES
-from robustmer.models.mult import (
+from robustmer.models.imder.mult import (
     Inputs,
     MulT,
     Present,
@@ -38,7 +38,7 @@ from robustmer.models.mult import (
     present_masks,
     zero_missing_projections,
 )
-from robustmer.models.score_diffusion import (
+from robustmer.models.imder.score_diffusion import (
     CONDITION_NOISE,
     METHODS,
     VESDE,

@@ -1,10 +1,6 @@
-"""The MER2024 baselines: early fusion of utterance vectors and the `attention` fusion model.
-
-Both take `forward(inputs, lengths=None)` with `inputs` = modality -> tensor (`[B, D]` for
-utterance features, `[B, T, D]` zero-padded for frame features, then `lengths[m]` = `[B]`) and
-return class logits `[B, n_classes]`. Modalities are always combined in the order audio, text,
-video (the reference's `[a, t, v]`), whatever order the params list them in.
-"""
+"""The MER2024 `attention` fusion model: `forward(inputs, lengths=None)` with `inputs` =
+modality -> `[B, D]` utterance vectors or `[B, T, D]` zero-padded frames (then `lengths[m]`);
+class logits out. Modalities combine in the reference's order audio, text, video."""
 
 from __future__ import annotations
 
@@ -13,46 +9,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from robustmer.models.encoders import LSTMEncoder, MLPEncoder
-
-FUSION_ORDER = ("audio", "text", "video")
-
-
-def fusion_order(modalities: Mapping[str, object] | list[str]) -> list[str]:
-    """The modalities present, in the canonical fusion order (unknown names sorted after)."""
-    names = list(modalities)
-    known = [m for m in FUSION_ORDER if m in names]
-    return known + sorted(m for m in names if m not in FUSION_ORDER)
-
-
-class EarlyFusionMLP(nn.Module):
-    """Concatenate the modality vectors -> MLPEncoder -> Linear(n_classes).
-
-    With one modality this is the MER2024 unimodal MLP baseline.
-    """
-
-    def __init__(
-        self,
-        input_dims: Mapping[str, int],
-        n_classes: int,
-        hidden_dim: int = 128,
-        num_layers: int = 3,
-        dropout: float = 0.3,
-    ):
-        super().__init__()
-        self.modalities = fusion_order(input_dims)
-        self.encoder = MLPEncoder(
-            sum(input_dims[m] for m in self.modalities), hidden_dim, num_layers, dropout
-        )
-        self.head = nn.Linear(hidden_dim, n_classes)
-
-    def forward(
-        self,
-        inputs: Mapping[str, torch.Tensor],
-        lengths: Mapping[str, torch.Tensor] | None = None,
-    ) -> torch.Tensor:
-        x = torch.cat([inputs[m] for m in self.modalities], dim=1)
-        return self.head(self.encoder(x))
+from robustmer.models.encoders import LSTMEncoder, MLPEncoder, fusion_order
 
 
 class MER2024Attention(nn.Module):

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustmer.models.mult import TransformerEncoder
+from robustmer.models.imder.mult import TransformerEncoder
 
 ScoreFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 METHODS = ("euler_maruyama", "pc", "ode")

@@ -3,13 +3,14 @@
 Everything that decides which rows a model learns from lives here, so training and evaluation
 cannot disagree about folds or preprocessing: both call `load_model_data` and `data_folds`,
 and the normaliser fitted on a fold's training rows travels inside that fold's checkpoint.
+A method's recipe reads its rows from the `FoldSplit` (train, val, test, and the unlabelled
+pool rows it may learn from without labels).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -18,15 +19,13 @@ from torch.nn.utils.rnn import pad_sequence
 
 from robustmer import MODALITIES
 from robustmer.config import ModelSpec
+from robustmer.data.protocol import PROTOCOL_FILE, ROLES, SPLITS, read_roles
 from robustmer.data.store import FeatureStore
 from robustmer.errors import DataError
 from robustmer.seeding import rng
 
 NORM_EPS = 1e-6
 REGRESSION_COLUMN = "regression"
-PROTOCOL_FILE = "protocol.parquet"
-ROLES = ("train", "val", "test")
-SPLITS = ("train", "valid", "test")
 
 
 @dataclass
@@ -185,9 +184,18 @@ def encode_labels(
     return labels.to_numpy(dtype=np.int64, copy=True)
 
 
+def _no_rows() -> np.ndarray:
+    return np.zeros(0, dtype=np.int64)
+
+
 @dataclass(frozen=True)
 class FoldSplit:
-    """Row indices of one cross-validation fold; the three sets share no speaker."""
+    """Row indices of one cross-validation fold; train, val and test share no speaker.
+
+    `unlabelled` holds the rows of the dataset's unlabelled pool that this fold may learn from
+    without labels (semi-supervised and self-supervised recipes): every pool row except those
+    of the fold's validation and test speakers. Pool rows are never scored.
+    """
 
     fold: int
     train: np.ndarray
@@ -195,6 +203,7 @@ class FoldSplit:
     test: np.ndarray
     val_speakers: list[str]
     test_speakers: list[str]
+    unlabelled: np.ndarray = field(default_factory=_no_rows)
 
 
 def data_folds(data: ModelData, val_speakers: int, seed: int) -> list[FoldSplit]:
@@ -206,17 +215,27 @@ def data_folds(data: ModelData, val_speakers: int, seed: int) -> list[FoldSplit]
     """
     labelled = data.labels >= 0
     if data.roles is not None:
-        return role_folds(data.manifest, data.roles, labelled)
-    if "fold" in data.manifest.columns:
+        splits = role_folds(data.manifest, data.roles, labelled)
+    elif "fold" in data.manifest.columns:
         rows = np.flatnonzero(labelled)
         splits = speaker_folds(data.manifest.iloc[rows].reset_index(drop=True), val_speakers, seed)
-        return [
+        splits = [
             FoldSplit(
                 s.fold, rows[s.train], rows[s.val], rows[s.test], s.val_speakers, s.test_speakers
             )
             for s in splits
         ]
-    return [split_fold(data.manifest, labelled)]
+    else:
+        splits = [split_fold(data.manifest, labelled)]
+    return [_with_pool(s, data.manifest, ~labelled) for s in splits]
+
+
+def _with_pool(split: FoldSplit, manifest: pd.DataFrame, pool: np.ndarray) -> FoldSplit:
+    """The fold with its usable pool rows: none of its validation or test speakers."""
+    held_out = set(split.val_speakers) | set(split.test_speakers)
+    speakers = manifest["speaker"].astype(str).to_numpy()
+    usable = pool & ~np.isin(speakers, sorted(held_out))
+    return replace(split, unlabelled=np.flatnonzero(usable))
 
 
 def split_fold(manifest: pd.DataFrame, labelled: np.ndarray) -> FoldSplit:
@@ -278,21 +297,6 @@ def role_folds(
             )
         )
     return splits
-
-
-def read_roles(root: Path) -> pd.DataFrame | None:
-    """The store's explicit per-fold protocol, if it has one."""
-    path = Path(root) / PROTOCOL_FILE
-    if not path.is_file():
-        return None
-    roles = pd.read_parquet(path)
-    missing = {"sample_id", "fold", "role"} - set(roles.columns)
-    if missing:
-        raise DataError(f"{path}: lacks columns {sorted(missing)}; rebuild the store")
-    bad = sorted(set(roles["role"].astype(str)) - set(ROLES))
-    if bad:
-        raise DataError(f"{path}: unknown roles {bad}; expected {list(ROLES)}")
-    return roles
 
 
 def speaker_folds(manifest: pd.DataFrame, val_speakers: int, seed: int) -> list[FoldSplit]:

@@ -1,0 +1,33 @@
+"""The MER2024 attention fusion baseline: one encoder per modality (MLP for utterance vectors,
+LSTM with mean pooling for frame sequences) and unnormalised attention weights over them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from robustmer.models.method import Method
+from robustmer.models.registry import register
+from robustmer.models.supervised import Supervised
+
+
+def build(
+    spec: Any,
+    input_dims: dict[str, int],
+    n_outputs: int,
+    *,
+    levels: Mapping[str, str] | None = None,
+) -> Any:
+    from robustmer.models.mer2024_attention.network import MER2024Attention
+
+    return MER2024Attention(
+        {m: input_dims[m] for m in spec.features},
+        n_outputs,
+        hidden_dim=spec.hidden_dim,
+        num_layers=spec.num_layers,
+        dropout=spec.dropout,
+        levels=levels,
+    )
+
+
+METHOD = register(Method("mer2024_attention", build, Supervised(), frame_inputs=True))
