@@ -37,8 +37,12 @@ def build_synthetic_store(
     classes: tuple[str, ...] = CLASSES,
     seed: int = 0,
     frames: tuple[int, int] = (3, 9),
+    unlabelled_fraction: float = 0.0,
 ) -> Path:
     """A learnable store: features = class mean * signal + speaker offset + noise.
+
+    `unlabelled_fraction` of each speaker's rows become an unlabelled pool (label "", the
+    true class in `withheld_label`), drawn from their own seed stream.
 
     Speakers are dealt round-robin into `n_folds` folds; classes cycle within each speaker so
     every speaker has every class. Frame features get a random length per utterance in
@@ -64,6 +68,12 @@ def build_synthetic_store(
             "fold": folds.astype(np.int64),
         }
     )
+    info: dict[str, Any] = {}
+    if unlabelled_fraction > 0:
+        from robustmer.data.builtin.generate import withhold_labels
+
+        manifest = withhold_labels(manifest, unlabelled_fraction, seed + 1)
+        info["unlabelled"] = int((manifest["label"] == "").sum())
     writer = StoreWriter(root, "synthetic", classes)
     writer.write_manifest(manifest)
     speaker_index = np.repeat(np.arange(n_speakers), per_speaker)
@@ -85,7 +95,7 @@ def build_synthetic_store(
             seqs = [(c + rng.normal(0.0, 1.0, dim))[None, :] for c in centre]
         meta = FeatureMeta(modality, extractor, level, dim, frame_rate=None, version="test")
         writer.add_feature(meta, [np.asarray(s, dtype=np.float32) for s in seqs])
-    writer.finalize()
+    writer.finalize(info or None)
     return root
 
 

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_MODELS = ("audio_mlp", "fusion_mlp", "nmer", "imder")
+TINY_MODELS = ("audio_mlp", "fusion_mlp", "nmer", "imder", "semi")
 TINY_CONDITIONS = {
     "clean": {"kind": "clean"},
     "missing_rate": {"kind": "missing_rate", "levels": [0.0, 0.6]},
@@ -33,7 +33,10 @@ pytestmark = pytest.mark.e2e
 
 def tiny_params() -> dict:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["acquire"]["builtin"].update(n_speakers=6, utterances_per_speaker=16, n_folds=3)
+    # 16 labelled utterances per speaker, and 8 in the unlabelled pool (SEMI learns from them).
+    params["acquire"]["builtin"].update(
+        n_speakers=6, utterances_per_speaker=24, n_folds=3, unlabelled_fraction=1 / 3
+    )
     params["train"].update(epochs=25, patience=8, seeds=[1, 2])
     params["models"] = {name: params["models"][name] for name in TINY_MODELS}
     # ~50 training utterances per fold: small batches give NMER enough steps to learn.
@@ -46,6 +49,13 @@ def tiny_params() -> dict:
         options={"steps": 2},
         pretrain={"epochs": 10, "batch_size": 8},
         train={"epochs": 3, "batch_size": 16},
+    )
+    # SEMI: a few epochs of contrastive pretraining, one self-training round at a reachable
+    # confidence.
+    params["models"]["semi"].update(
+        options={"threshold": 0.8, "thresholds": {}},
+        pretrain={"epochs": 3},
+        train={"epochs": 10},
     )
     params["corrupt"]["conditions"] = TINY_CONDITIONS
     return params
@@ -145,6 +155,11 @@ def test_dvc_repro_runs_everything(dvc_run: Path) -> None:
     # training utterances per fold (0.43 here; 0.83 on the default corpus).
     assert ua(got, "nmer", "clean", "clean") > 0.33, got["nmer/clean"]
     assert ua(got, "imder", "clean", "clean") > 0.33, got["imder/clean"]
+    assert ua(got, "semi", "clean", "clean") > 0.33, got["semi/clean"]
+    semi = json.loads((dvc_run / "models/semi/train_summary.json").read_text())
+    rounds = [r for f in semi["folds"] for r in f["extra"]["pseudo_labels"]]
+    assert len(rounds) == len(semi["folds"]) and all(r["n_pool"] > 0 for r in rounds)
+    assert "## Pseudo-labels (self-training)" in (report / "summary.md").read_text()
 
 
 def test_accuracy_falls_as_data_degrades(dvc_run: Path) -> None:
@@ -188,7 +203,7 @@ def test_mlflow_run_per_model_with_lineage_tags(dvc_run: Path) -> None:
     runs = client.search_runs([exp.experiment_id])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert sorted(r.info.run_name for r in parents) == sorted(
-        [*TINY_MODELS, "nmer-pretrain", "imder-pretrain", "report"]
+        [*TINY_MODELS, "nmer-pretrain", "imder-pretrain", "semi-pretrain", "report"]
     )
     parents = [r for r in parents if r.info.run_name in TINY_MODELS]
     commit = subprocess.run(

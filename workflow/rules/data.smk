@@ -10,6 +10,7 @@ rule acquire:
             "data/registry.yaml",
             "data/download.py",
             "data/archive.py",
+            "data/protocol.py",
             "data/safe_pickle.py",
             "data/store.py",
             "data/adapters",

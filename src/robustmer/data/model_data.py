@@ -9,6 +9,7 @@ pool rows it may learn from without labels).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
@@ -19,7 +20,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from robustmer import MODALITIES
 from robustmer.config import ModelSpec
-from robustmer.data.protocol import PROTOCOL_FILE, ROLES, SPLITS, read_roles
+from robustmer.data.protocol import PROTOCOL_FILE, ROLES, SPLITS, WITHHELD_COLUMN, read_roles
 from robustmer.data.store import FeatureStore
 from robustmer.errors import DataError
 from robustmer.seeding import rng
@@ -69,6 +70,10 @@ class ModelData:
     classes: list[str]
     roles: pd.DataFrame | None = None  # protocol.parquet: sample_id, fold, role (explicit folds)
     targets: np.ndarray | None = None  # float64 per row for regression models, else None
+    # The true class of pool rows whose label a corpus withheld on purpose (the built-in
+    # corpus's `withheld_label`), -1 elsewhere; None when the store has none. Only for scoring
+    # pseudo-labels: no recipe may train on it.
+    withheld: np.ndarray | None = None
 
     @property
     def task(self) -> str:
@@ -130,7 +135,12 @@ def load_model_data(store: FeatureStore, spec: ModelSpec, frame_inputs: bool) ->
     targets = None
     if spec.task == "regression":
         targets = regression_targets(manifest, labels >= 0, f"{store.root}/manifest.parquet")
-    return ModelData(inputs, labels, protocol, store.classes, roles, targets)
+    withheld = None
+    if WITHHELD_COLUMN in manifest.columns:
+        index = {c: i for i, c in enumerate(store.classes)}
+        withheld = manifest[WITHHELD_COLUMN].astype(str).map(index).fillna(-1)
+        withheld = withheld.to_numpy(dtype=np.int64)
+    return ModelData(inputs, labels, protocol, store.classes, roles, targets, withheld)
 
 
 def regression_targets(manifest: pd.DataFrame, labelled: np.ndarray, source: str) -> np.ndarray:
@@ -401,6 +411,21 @@ class FoldTensors:
             self.values[m] = torch.from_numpy(normaliser.apply(m, x.values)).to(device)
             if x.offsets is not None:
                 self.offsets[m] = np.asarray(x.offsets)
+
+    def with_labels(self, rows: np.ndarray, labels: np.ndarray) -> FoldTensors:
+        """A copy whose class targets of `rows` are `labels` (pseudo-labels of pool rows).
+
+        Features are shared with this object, not copied; only the label tensor is new.
+        """
+        if self.task != "classification":
+            raise ValueError("pseudo-labels are class labels; this data is a regression task")
+        out = copy.copy(self)
+        out.labels = self.labels.clone()
+        index = torch.as_tensor(np.asarray(rows), dtype=torch.long, device=self.device)
+        out.labels[index] = torch.as_tensor(np.asarray(labels), dtype=torch.long,
+                                            device=self.device)  # fmt: skip
+        out.y = out.labels
+        return out
 
     def batch(self, indices: np.ndarray) -> Batch:
         """Inputs (sequences zero-padded at the end), lengths (None if no sequences), `y`."""

@@ -15,6 +15,9 @@ from robustmer.errors import DataError
 PROTOCOL_FILE = "protocol.parquet"
 ROLES = ("train", "val", "test")
 SPLITS = ("train", "valid", "test")
+# The true label of a row that a corpus put into its unlabelled pool on purpose (the built-in
+# corpus): for scoring pseudo-labels only, never for training.
+WITHHELD_COLUMN = "withheld_label"
 
 
 def read_roles(root: Path) -> pd.DataFrame | None:

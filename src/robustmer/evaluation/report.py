@@ -6,6 +6,7 @@ Reads every (model, condition) scores CSV that `robustmer evaluate` wrote and wr
 - `results.csv`: all tidy rows (model, condition, level, level_value, fold, seed, metric, value);
 - `summary.csv`: per model, condition, level and metric the mean and std over folds and seeds
   (fold-level scores) and of the pooled score over seeds;
+- `pseudo_labels.csv` (models that self-train): pseudo-labels per model, seed, fold, round, class.
 - `summary.md`: per condition a table (models x levels) of mean ± std over folds and seeds;
 - `curves/<condition>.png`: metric against level, one line per model (bars for categorical
   levels such as the six missing patterns), and `curves/<condition>.csv` in long form for DVC
@@ -32,7 +33,7 @@ from robustmer.config import Params
 from robustmer.corruption.conditions import LEVEL_NAMES, Condition
 from robustmer.errors import DataError
 from robustmer.evaluation.plots import plot_metric_bars, plot_robustness
-from robustmer.io import atomic_path, write_text
+from robustmer.io import atomic_path, read_json, write_text
 from robustmer.metrics import REPORT_DEFAULTS, metric_task, task_metric_keys
 from robustmer.paths import SCORE_COLUMNS
 
@@ -165,16 +166,67 @@ def markdown_summary(
     return "\n".join(lines)
 
 
-def write_report(params: Params, scores_paths: list[Path], out_dir: Path) -> Path:
-    """Write the files listed in the module docstring into `out_dir`; return `out_dir`."""
+def pseudo_label_table(train_summaries: Mapping[str, Path]) -> pd.DataFrame:
+    """Self-training records of the models that have them: one row per model, seed, fold,
+    round and class (pseudo-labels kept, and how many match the withheld truth if known)."""
+    rows = []
+    for model, path in train_summaries.items():
+        if not Path(path).is_file():
+            continue
+        for fold in read_json(Path(path)).get("folds", []):
+            for record in (fold.get("extra") or {}).get("pseudo_labels", []):
+                for cls, n in record["counts"].items():
+                    rows.append({
+                        "model": model, "seed": fold["train_seed"], "fold": fold["fold"],
+                        "round": record["round"], "class": cls, "n": n,
+                        "correct": (record.get("correct") or {}).get(cls, math.nan),
+                        "threshold": record["thresholds"][cls], "n_pool": record["n_pool"],
+                    })  # fmt: skip
+    columns = ["model", "seed", "fold", "round", "class", "n", "correct", "threshold", "n_pool"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def pseudo_label_markdown(table: pd.DataFrame) -> list[str]:
+    """Per model and round: pseudo-labels per class (total over folds and seeds, and per fold)
+    with their accuracy against the withheld labels where the corpus kept them."""
+    lines = ["## Pseudo-labels (self-training)", ""]
+    for (model, rnd), part in table.groupby(["model", "round"], sort=True):
+        runs = part[["seed", "fold"]].drop_duplicates().shape[0]
+        lines += [f"{model}, round {rnd} ({runs} fold models):", "",
+                  "| class | kept | per fold model | accuracy |", "|---|---|---|---|"]  # fmt: skip
+        for cls, c in part.groupby("class", sort=False):
+            n, correct = int(c["n"].sum()), c["correct"].sum(min_count=1)
+            acc = "–" if n == 0 or pd.isna(correct) else f"{100 * correct / n:.1f}"
+            lines.append(f"| {cls} | {n} | {n / runs:.1f} | {acc} |")
+        lines.append("")
+    return lines
+
+
+def write_report(
+    params: Params,
+    scores_paths: list[Path],
+    out_dir: Path,
+    train_summaries: Mapping[str, Path] | None = None,
+) -> Path:
+    """Write the files listed in the module docstring into `out_dir`; return `out_dir`.
+
+    `train_summaries` (model -> train_summary.json) adds the self-training records of the
+    models that have them (`pseudo_labels.csv` and a section of summary.md).
+    """
     out_dir = Path(out_dir)
     results = load_scores(scores_paths)
     summary = summary_table(results)
     metrics = task_metrics(params, summary)
     _csv(out_dir / "results.csv", results)
     _csv(out_dir / "summary.csv", summary)
-    write_text(out_dir / "summary.md", markdown_summary(summary, params, metrics))
+    text = markdown_summary(summary, params, metrics)
     files = [out_dir / "results.csv", out_dir / "summary.csv", out_dir / "summary.md"]
+    pseudo = pseudo_label_table(train_summaries or {})
+    if len(pseudo):
+        _csv(out_dir / "pseudo_labels.csv", pseudo)
+        files.append(out_dir / "pseudo_labels.csv")
+        text = text.rstrip("\n") + "\n\n" + "\n".join(pseudo_label_markdown(pseudo))
+    write_text(out_dir / "summary.md", text)
     for i, (task, keys) in enumerate(metrics.items()):
         suffix = f"_{task}" if i else ""
         for condition in summary["condition"].unique():

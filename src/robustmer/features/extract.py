@@ -576,6 +576,8 @@ def extract(params: Params, raw_dir: Path, out_dir: Path) -> Path:
             {
                 "raw_corpus": {"path": raw_dir.as_posix(), "info": info},
                 "n_placeholders": len({p["sample_id"] for p in result.placeholders}),
+                # a corpus with an unlabelled pool (label ""): the store declares it
+                **({"unlabelled": int(info["unlabelled"])} if info.get("unlabelled") else {}),
             }
         )
     return out_dir

@@ -88,12 +88,19 @@ class FoldContext(Protocol):
         tensors: FoldTensors | None = None,
         cfg: TrainConfig | None = None,
         tag: str = "",
+        keep: str = "best",
     ) -> FitResult:
         """The shared loop (Adam, schedules, early stopping on the fold's validation rows).
 
         `train` and `tensors` replace the fold's training rows and tensors (a self-training
-        round adds pseudo-labelled rows); `tag` prefixes the logged epoch metrics of this fit.
+        round adds pseudo-labelled rows); `tag` prefixes the logged epoch metrics of this fit;
+        `keep="last"` trains every epoch and keeps the last weights without scoring the
+        validation rows (label-free pretraining has nothing to select by).
         """
+        ...
+
+    def predict(self, model: nn.Module, rows: np.ndarray) -> np.ndarray:
+        """The model's outputs (logits) `[len(rows), C]` for these rows, in eval mode, seeded."""
         ...
 
     def training_corruption(self) -> TrainingCorruption | None:

@@ -44,6 +44,7 @@ class FitJob:
     corruption: TrainingCorruption | None = None
     objective: Objective | None = None
     val_present: dict[str, np.ndarray] | None = None
+    keep: str = "best"  # or "last": no validation, the last epoch's weights (label-free)
 
 
 def fit(job: FitJob) -> FitResult:
@@ -127,6 +128,13 @@ def fit(job: FitJob) -> FitResult:
             count += len(idx)
         if scheduler is not None:
             scheduler.step()
+        if job.keep == "last":
+            metrics = {"train_loss": total / max(count, 1)}
+            history.append({"epoch": epoch, **metrics})
+            if on_epoch is not None:
+                on_epoch(epoch, metrics)
+            best_epoch, best_metrics = epoch, metrics
+            continue
         out = predict_logits(model, tensors, val_idx, cfg.batch_size, val_present, seed)
         y_val = tensors.y[torch.as_tensor(val_idx, device=device)]
         metrics = {"train_loss": total / max(count, 1), "val_loss": float(loss_fn(out, y_val))}
@@ -144,6 +152,8 @@ def fit(job: FitJob) -> FitResult:
             best_state = copy.deepcopy(model.state_dict())
         elif cfg.patience and epoch - best_epoch >= cfg.patience:
             break
+    if job.keep == "last":
+        best_state = copy.deepcopy(model.state_dict())
     assert best_state is not None  # at least one epoch ran (epochs >= 1)
     model.load_state_dict(best_state)
     return FitResult(best_epoch, best_metrics, epoch, _to_cpu(best_state), history)

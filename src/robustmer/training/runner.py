@@ -43,7 +43,7 @@ from robustmer.seeding import derive_seed, seed_everything
 from robustmer.tracking import mlflow_run
 from robustmer.tracking.lineage import lineage_tags
 from robustmer.training.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
-from robustmer.training.loop import FitJob, fit
+from robustmer.training.loop import FitJob, fit, predict_logits
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +140,7 @@ def train_model(
         means = {
             f"cv_val_{k}": sum(f["val"][f"val_{k}"] for f in fold_summaries) / len(fold_summaries)
             for k in task_metric_keys(spec.task)
+            if all(f"val_{k}" in f["val"] for f in fold_summaries)  # none: label-free stage 1
         }
         parent.log_metrics({**means, "train_seconds": time.perf_counter() - started})
         summary["mlflow_experiment_id"] = parent.client.get_run(parent.run_id).info.experiment_id
@@ -225,6 +226,7 @@ class FoldJob:
         tensors: FoldTensors | None = None,
         cfg: TrainConfig | None = None,
         tag: str = "",
+        keep: str = "best",
     ) -> FitResult:
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
             self.mlrun.log_epoch(epoch, {f"{tag}{k}": v for k, v in metrics.items()})
@@ -241,8 +243,13 @@ class FoldJob:
             corruption=corruption,
             objective=objective,
             val_present=val_present,
+            keep=keep,
         )
         return fit(job)
+
+    def predict(self, model: torch.nn.Module, rows: np.ndarray) -> np.ndarray:
+        batch = self.cfg.batch_size
+        return predict_logits(model, self.tensors, rows, batch, seed=self.seed).cpu().numpy()
 
     def training_corruption(self) -> TrainingCorruption | None:
         return TrainingCorruption.from_spec(self.spec, self.data.modalities, self.seed)
@@ -321,7 +328,8 @@ def _train_fold(run: FoldRun, split: FoldSplit, replicate: int) -> dict[str, Any
         "in %.1fs",
         spec.name, replicate, split.fold, result.best_epoch, result.epochs_run,
         cfg.selection_metric,
-        result.best_metrics[f"val_{cfg.selection_metric}"], len(split.train), len(split.val),
+        result.best_metrics.get(f"val_{cfg.selection_metric}", float("nan")), len(split.train),
+        len(split.val),
         len(split.test), seconds,
     )  # fmt: skip
     return {

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
@@ -20,6 +21,7 @@ from robustmer.data.builtin.face import render_frames
 from robustmer.data.builtin.media import write_mp4, write_wav
 from robustmer.data.builtin.speech import synthesize
 from robustmer.data.builtin.transcripts import make_transcript
+from robustmer.data.protocol import WITHHELD_COLUMN
 from robustmer.io import atomic_path, sha256_file, write_json
 from robustmer.seeding import rng
 
@@ -144,7 +146,7 @@ def generate_corpus(
     ]
     rendered = _render_all(tasks, workers)
     rows = [_row(u, t, r) for u, t, r in zip(utterances, texts, rendered, strict=True)]
-    metadata = pd.DataFrame(rows)
+    metadata = withhold_labels(pd.DataFrame(rows), float(cfg.get("unlabelled_fraction", 0)), seed)
     with atomic_path(out_dir / "metadata.csv", suffix=".csv") as tmp:
         metadata.to_csv(tmp, index=False)
     hashes = {path: digest for r in rendered for path, digest in r["sha256"].items()}
@@ -159,7 +161,30 @@ def generate_corpus(
             "classes": list(CLASSES),
             "n_samples": len(metadata),
             "n_speakers": int(metadata["speaker"].nunique()),
+            # the size of the unlabelled pool, when there is one (the store declares it)
+            **({"unlabelled": n_pool} if (n_pool := int((metadata["label"] == "").sum())) else {}),
             "sha256": dict(sorted(hashes.items())),
         },
     )
     return metadata
+
+
+def withhold_labels(metadata: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
+    """Put `fraction` of each speaker's utterances into the unlabelled pool (label "").
+
+    Drawn per speaker from the master seed, not stratified by class (a real pool leaves the
+    labelled set somewhat unbalanced, which the SEMI recipe's oversampling is for). The true
+    class stays in `withheld_label`, so pseudo-labels can be scored; no model trains on it.
+    Media and every other column are unchanged.
+    """
+    if fraction <= 0:
+        return metadata  # no pool: the corpus is exactly the fully labelled one
+    out = metadata.copy()
+    out[WITHHELD_COLUMN] = ""
+    for speaker, rows in out.groupby("speaker", sort=True).groups.items():
+        rows = np.asarray(rows)
+        n = round(fraction * len(rows))
+        chosen = rng(seed, "unlabelled", str(speaker)).choice(rows, size=n, replace=False)
+        out.loc[chosen, WITHHELD_COLUMN] = out.loc[chosen, "label"]
+        out.loc[chosen, "label"] = ""
+    return out
