@@ -227,7 +227,8 @@ def test_report_shows_pseudo_labels_per_class_and_round(semi_run: dict) -> None:
     table = pd.read_csv(out / "pseudo_labels.csv")
     summary = read_json(root / "semi" / "train_summary.json")
     assert sorted(table["round"].unique()) == [1, 2]
-    expected = sum(r["counts"]["happy"] for f in summary["folds"] for r in f["extra"]["pseudo_labels"])
+    records = [r for f in summary["folds"] for r in f["extra"]["pseudo_labels"]]
+    expected = sum(r["counts"]["happy"] for r in records)
     assert table.loc[table["class"] == "happy", "n"].sum() == expected
     text = (out / "summary.md").read_text()
     assert "## Pseudo-labels (self-training)" in text and "semi, round 2" in text

@@ -78,6 +78,8 @@ def build_overlay(
             "overlay_of": store.info["manifest_sha256"],
             "condition": cond.name,
             "level": str(records["level"].iloc[0]),
+            # the same rows as the clean store, so the same unlabelled pool (label "")
+            **({"unlabelled": store.info["unlabelled"]} if store.info.get("unlabelled") else {}),
         }
     )
     return sorted(f.meta.name for f in features)
