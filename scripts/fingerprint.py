@@ -38,7 +38,9 @@ CONDITIONS = {
 
 def tiny_params(models: list[str] | None) -> dict:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["acquire"]["builtin"].update(n_speakers=6, utterances_per_speaker=12, n_folds=3)
+    params["acquire"]["builtin"].update(
+        n_speakers=6, utterances_per_speaker=12, n_folds=3, unlabelled_fraction=0.0
+    )  # the same labelled rows as before the pool existed
     params["train"].update(epochs=6, patience=3, seeds=[1])
     if models:
         params["models"] = {m: params["models"][m] for m in models}

@@ -39,7 +39,9 @@ VOLATILE = {"mlflow_run_id", "seconds"}
 def slurm_params() -> dict:
     """4 speakers x 8 utterances, 2 folds, one fusion model, 3 epochs, one seed, clean only."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["acquire"]["builtin"].update(n_speakers=4, utterances_per_speaker=8, n_folds=2)
+    params["acquire"]["builtin"].update(
+        n_speakers=4, utterances_per_speaker=8, n_folds=2, unlabelled_fraction=0.0
+    )  # every utterance labelled: 32 samples are few enough
     params["train"].update(epochs=3, patience=0, seeds=[1])
     params["models"] = {"fusion_mlp": params["models"]["fusion_mlp"]}
     params["corrupt"]["conditions"] = {"clean": {"kind": "clean"}}
