@@ -4,7 +4,8 @@ Trains, on the same store, folds, labelled rows and seeds: SEMI (full), w/o cont
 pretraining, w/o pseudo-labels, w/o oversampling, and the supervised fusion baselines
 (early-fusion MLP, MER2024 attention); scores each on the clean condition and prints WAF and UA
 (pooled over folds, mean ± std over seeds), the pseudo-labels per class with their accuracy
-against the withheld labels, and the time of pretraining and of one self-training round.
+against the withheld labels, and the time of pretraining and of one self-training round (per
+fold model, and in all).
 
     .venv/bin/python benchmarks/semi_ablation.py [--params params.yaml] [--seeds 1 2 3]
 
@@ -79,10 +80,22 @@ def main() -> None:
             "train_s": round(train_s, 1),
             "n_fold_models": len(summary["folds"]),
         }
-        rounds = [
-            r for f in summary["folds"] for r in (f.get("extra") or {}).get("pseudo_labels", [])
-        ]
+        pretrained = work / f"{name}.pretrain" / paths.PRETRAIN_SUMMARY
+        if pretrained.is_file():  # per fold model: one pretraining, round 0, each later round
+            folds = json.loads(pretrained.read_text())["folds"]
+            entry["pretrain_s_per_fold_model"] = round(
+                float(np.mean([f["seconds"] for f in folds])), 2
+            )
+        extras = [f.get("extra") or {} for f in summary["folds"]]
+        if any("round_0_seconds" in e for e in extras):
+            entry["round_0_s_per_fold_model"] = round(
+                float(np.mean([e["round_0_seconds"] for e in extras])), 2
+            )
+        rounds = [r for e in extras for r in e.get("pseudo_labels", [])]
         if rounds:
+            entry["round_s_per_fold_model"] = round(
+                float(np.mean([r["seconds"] for r in rounds])), 2
+            )
             classes = summary["classes"]
             kept = {c: int(sum(r["counts"][c] for r in rounds)) for c in classes}
             right = {c: int(sum(r.get("correct", {}).get(c, 0) for r in rounds)) for c in classes}
@@ -93,6 +106,10 @@ def main() -> None:
         print(f"{name:22s} WAF {100 * entry['waf'][0]:.1f} ± {100 * entry['waf'][1]:.1f}  "
               f"UA {100 * entry['ua'][0]:.1f} ± {100 * entry['ua'][1]:.1f}  "
               f"pretrain {pretrain_s:.0f}s train {train_s:.0f}s", flush=True)  # fmt: skip
+        per_model = {k: entry[k] for k in ("pretrain_s_per_fold_model", "round_0_s_per_fold_model",
+                                            "round_s_per_fold_model") if k in entry}  # fmt: skip
+        if per_model:
+            print("   seconds per fold model:", per_model, flush=True)
         if "pseudo" in entry:
             print("   pseudo-labels (kept, accuracy):",
                   {c: (n, round(a, 3)) for c, (n, a) in entry["pseudo"].items()})  # fmt: skip

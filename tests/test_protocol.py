@@ -16,6 +16,7 @@ from robustmer.data.model_data import (
     data_folds,
     encode_labels,
     load_model_data,
+    official_test,
 )
 from robustmer.data.store import FeatureStore
 from robustmer.errors import DataError
@@ -75,8 +76,20 @@ def test_role_table_wins_and_is_checked() -> None:
         data_folds(model_data(manifest, [0, 1, 0, 1, 0, -1], bad), 1, 0)
     unlabelled = roles.copy()
     unlabelled.loc[0, "sample_id"] = "f"
-    with pytest.raises(DataError, match="unlabelled sample"):
+    with pytest.raises(DataError, match="role to an unlabelled or official test sample"):
         data_folds(model_data(manifest, [0, 1, 0, 1, 0, -1], unlabelled), 1, 0)
+    # A labelled official test row (split "test" beside the roles) is in no role and no pool;
+    # an unlabelled one is not pooled either.
+    official = manifest.assign(split=["train"] * 4 + ["test", "test"])
+    assert official_test(model_data(official, [0, 1, 0, 1, 0, -1], roles)).tolist() == [4, 5]
+    folds = data_folds(model_data(official, [0, 1, 0, 1, 0, -1], roles), 1, 0)
+    assert all(f.unlabelled.tolist() == [] for f in folds)
+    in_role = roles.copy()
+    in_role.loc[2, "sample_id"] = "e"
+    with pytest.raises(DataError, match="role to an unlabelled or official test sample"):
+        data_folds(model_data(official, [0, 1, 0, 1, 0, -1], in_role), 1, 0)
+    # Where the official splits are the protocol, fold 0 tests them: no ensemble set.
+    assert official_test(model_data(official.drop(columns="fold"), [0] * 6)).tolist() == []
 
 
 def test_empty_label_is_unlabelled_only_where_the_store_declares_a_pool() -> None:

@@ -122,6 +122,8 @@ def test_self_training_rounds_record_counts_and_accuracy(semi_run: dict) -> None
             assert sum(r["counts"].values()) <= r["n_pool"] == fold["extra"]["n_unlabelled"]
             assert all(r["correct"][c] <= r["counts"][c] for c in classes)
             assert r["thresholds"] == {c: 0.9 for c in classes}
+            assert r["seconds"] > 0  # one round's time: labelling the pool + the student
+        assert fold["extra"]["round_0_seconds"] > 0
     picked = sum(sum(r["counts"].values()) for f in summary["folds"]
                  for r in f["extra"]["pseudo_labels"])  # fmt: skip
     assert picked > 0

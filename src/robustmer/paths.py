@@ -57,6 +57,10 @@ def metrics_file(model: str, condition: str) -> Path:
 
 # The columns of a scores file (one tidy row per model, condition, level, fold, seed, metric).
 SCORE_COLUMNS = ("model", "condition", "level", "level_value", "fold", "seed", "metric", "value")
+# Score rows that are not one fold's: pooled over the folds, and an official test set outside the
+# CV predicted by the mean of the fold models (MERTools).
+POOLED_FOLD = "all"
+OFFICIAL_TEST_FOLD = "test"
 
 
 def scores_file(model: str, condition: str) -> Path:

@@ -26,6 +26,7 @@ from robustmer.errors import DataError
 from robustmer.seeding import rng
 
 NORM_EPS = 1e-6
+OFFICIAL_TEST = "test"  # manifest `split` of an official test set outside the CV
 REGRESSION_COLUMN = "regression"
 
 
@@ -221,9 +222,12 @@ def data_folds(data: ModelData, val_speakers: int, seed: int) -> list[FoldSplit]
 
     In order of precedence: explicit per-fold roles (`protocol.parquet`, e.g. the MMIN target
     files or MERTools CV), speaker-independent CV over the manifest `fold` column, or the
-    official train/valid/test `split` as one fold (fold 0). Unlabelled rows are never used.
+    official train/valid/test `split` as one fold (fold 0). Unlabelled rows are never scored,
+    nor are the rows of an official test set outside the CV (`official_test`).
     """
-    labelled = data.labels >= 0
+    official = np.zeros(len(data), dtype=bool)
+    official[official_test(data)] = True
+    labelled = (data.labels >= 0) & ~official
     if data.roles is not None:
         splits = role_folds(data.manifest, data.roles, labelled)
     elif "fold" in data.manifest.columns:
@@ -237,7 +241,22 @@ def data_folds(data: ModelData, val_speakers: int, seed: int) -> list[FoldSplit]
         ]
     else:
         splits = [split_fold(data.manifest, labelled)]
-    return [_with_pool(s, data.manifest, ~labelled) for s in splits]
+    return [_with_pool(s, data.manifest, (data.labels < 0) & ~official) for s in splits]
+
+
+def official_test(data: ModelData) -> np.ndarray:
+    """Rows of an official test set kept out of the cross-validation (manifest `split` "test"
+    beside explicit roles or a `fold` column, e.g. the MER test sets), labelled or not.
+
+    No fold trains, validates or tests on them and they are not in the pool; evaluation predicts
+    them with the mean of the fold models' outputs. Empty where the official splits are the
+    protocol themselves (fold 0 then tests the `test` split).
+    """
+    if "split" not in data.manifest.columns:
+        return _no_rows()
+    if data.roles is None and "fold" not in data.manifest.columns:
+        return _no_rows()
+    return np.flatnonzero(data.manifest["split"].to_numpy() == OFFICIAL_TEST)
 
 
 def _with_pool(split: FoldSplit, manifest: pd.DataFrame, pool: np.ndarray) -> FoldSplit:
@@ -288,7 +307,10 @@ def role_folds(
         )
     rows = index[ids].to_numpy()
     if not labelled[rows].all():
-        raise DataError(f"{PROTOCOL_FILE} uses an unlabelled sample; rebuild the store")
+        raise DataError(
+            f"{PROTOCOL_FILE} gives a role to an unlabelled or official test sample; rebuild "
+            "the store"
+        )
     speakers = manifest["speaker"].astype(str).to_numpy()
     splits = []
     for fold in sorted(roles["fold"].unique().tolist()):

@@ -5,9 +5,11 @@ Reads every (model, condition) scores CSV that `robustmer evaluate` wrote and wr
 
 - `results.csv`: all tidy rows (model, condition, level, level_value, fold, seed, metric, value);
 - `summary.csv`: per model, condition, level and metric the mean and std over folds and seeds
-  (fold-level scores) and of the pooled score over seeds;
+  (fold-level scores), of the pooled score over seeds, and of the official test set's score
+  over seeds (`test_mean`, where the store has one; NaN elsewhere);
 - `pseudo_labels.csv` (models that self-train): pseudo-labels per model, seed, fold, round, class.
-- `summary.md`: per condition a table (models x levels) of mean ± std over folds and seeds;
+- `summary.md`: per condition a table (models x levels) of mean ± std over folds and seeds
+  (and one of the official test set, where there is one);
 - `curves/<condition>.png`: metric against level, one line per model (bars for categorical
   levels such as the six missing patterns), and `curves/<condition>.csv` in long form for DVC
   plots (template `workflow/plots/robustness.json`: one line per model).
@@ -35,7 +37,7 @@ from robustmer.errors import DataError
 from robustmer.evaluation.plots import plot_metric_bars, plot_robustness
 from robustmer.io import atomic_path, read_json, write_text
 from robustmer.metrics import REPORT_DEFAULTS, metric_task, task_metric_keys
-from robustmer.paths import SCORE_COLUMNS
+from robustmer.paths import OFFICIAL_TEST_FOLD, POOLED_FOLD, SCORE_COLUMNS
 
 LABELS = {
     "wa": "WA",
@@ -92,8 +94,11 @@ def load_scores(paths: Sequence[Path]) -> pd.DataFrame:
 def summary_table(results: pd.DataFrame) -> pd.DataFrame:
     """Mean/std over (fold, seed) of fold scores and over seeds of pooled scores, per cell."""
     keys = ["model", "condition", "level", "level_value", "metric"]
-    folds = results[results["fold"] != "all"].groupby(keys, sort=False, dropna=False)["value"]
-    pooled = results[results["fold"] == "all"].groupby(keys, sort=False, dropna=False)["value"]
+    fold = results["fold"]
+    not_folds = [POOLED_FOLD, OFFICIAL_TEST_FOLD]
+    folds = results[~fold.isin(not_folds)].groupby(keys, sort=False, dropna=False)["value"]
+    pooled = results[fold == POOLED_FOLD].groupby(keys, sort=False, dropna=False)["value"]
+    official = results[fold == OFFICIAL_TEST_FOLD].groupby(keys, sort=False, dropna=False)
     out = pd.concat(
         {
             "mean": folds.mean(),
@@ -101,6 +106,8 @@ def summary_table(results: pd.DataFrame) -> pd.DataFrame:
             "n": folds.count(),
             "pooled_mean": pooled.mean(),
             "pooled_std": pooled.std(ddof=0),
+            "test_mean": official["value"].mean(),  # NaN where there is no official test set
+            "test_std": official["value"].std(ddof=0),
         },
         axis=1,
     )
@@ -158,12 +165,38 @@ def markdown_summary(
                 ]  # fmt: skip
                 lines.append(f"| {model} | " + " | ".join(values) + " |")
             lines.append("")
+        lines += _official_test_lines(part, shown, levels)
     lines += [
         "; ".join(DEFINITIONS[task] for task in metrics)
         + " (definitions: `robustmer.metrics`). Curves: `curves/*.png`.",
         "",
     ]
     return "\n".join(lines)
+
+
+def _official_test_lines(part: pd.DataFrame, shown: Sequence[str], levels: list) -> list[str]:
+    """The official test set's scores (mean of the fold models' logits), where there is one."""
+    cells = part[part["test_mean"].notna()]
+    if cells.empty:
+        return []
+    lines = ["Official test set (mean of the fold models' logits, then argmax; ± over seeds):", ""]
+    lines.append("| model | metric | " + " | ".join(levels) + " |")
+    lines.append("|---|---|" + "---|" * len(levels))
+    for model in cells["model"].unique():
+        for metric in shown:
+            row = cells[(cells["model"] == model) & (cells["metric"] == metric)]
+            if row.empty:
+                continue
+            row = row.set_index("level")
+            scale, digits = (1, 3) if metric in NOT_PERCENT else (100, 1)
+            values = [
+                f"{scale * row.loc[lv, 'test_mean']:.{digits}f} ± "
+                f"{scale * row.loc[lv, 'test_std']:.{digits}f}"
+                if lv in row.index else "–"
+                for lv in levels
+            ]  # fmt: skip
+            lines.append(f"| {model} | {LABELS[metric]} | " + " | ".join(values) + " |")
+    return [*lines, ""]
 
 
 def pseudo_label_table(train_summaries: Mapping[str, Path]) -> pd.DataFrame:

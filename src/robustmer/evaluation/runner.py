@@ -39,6 +39,7 @@ from robustmer.data.model_data import (
     data_folds,
     iterate_batches,
     load_model_data,
+    official_test,
 )
 from robustmer.data.store import FeatureStore
 from robustmer.device import configure_threads, resolve_device
@@ -56,7 +57,7 @@ from robustmer.metrics import (
 from robustmer.models.method import n_outputs
 from robustmer.models.missing import forward
 from robustmer.models.registry import build_model, check_models, method
-from robustmer.paths import SCORE_COLUMNS, SUMMARY_FILE
+from robustmer.paths import OFFICIAL_TEST_FOLD, POOLED_FOLD, SCORE_COLUMNS, SUMMARY_FILE
 from robustmer.seeding import derive_seed
 from robustmer.tracking import mlflow_run
 from robustmer.tracking.lineage import git_tags
@@ -72,6 +73,8 @@ _SPEC_KEYS = (
 _SPEC_DEFAULTS = {"task": "classification"}
 SENTIMENT_CLASSES = [str(v) for v in range(-3, 4)]  # Acc-7 classes of a regression confusion
 EVAL_BATCH = 256
+NOT_FOLDS = (POOLED_FOLD, OFFICIAL_TEST_FOLD)
+ENSEMBLE_FOLD = -1  # predictions CSV `fold` of an official test row: the mean of every fold model
 
 
 def evaluate_model(
@@ -106,39 +109,60 @@ def evaluate_model(
     predictions: list[pd.DataFrame] = []
     first_cm: tuple[np.ndarray, list[str]] | None = None
     # Only rows some fold tests are scored: official splits test one part, and an unlabelled
-    # pool is never tested.
+    # pool is never tested. An official test set outside the CV is predicted by every fold model
+    # (the mean of their outputs); its labelled rows are scored as fold "test".
     tested = np.concatenate([split.test for split in folds])
+    official = official_test(data)
     for level in cond.levels:
-        records = cond.level_records(level)
-        records = records[np.isin(records["sample_index"].to_numpy(), tested)]
-        records = records.reset_index(drop=True)
+        all_records = cond.level_records(level)
+        at = all_records["sample_index"].to_numpy()
+        records = all_records[np.isin(at, tested)].reset_index(drop=True)
+        test_records = all_records[np.isin(at, official)].reset_index(drop=True)
         level_data = _with_overlay(data, cond.overlay(level), spec, frame_inputs)
-        level_value = float(records["level_value"].iloc[0])
+        level_value = float(all_records["level_value"].iloc[0])
         for seed in cfg.seeds:
             outputs = np.full((len(records), n_out), np.nan)
             fold_of_row = np.full(len(records), -1, dtype=np.int64)
+            test_sum = np.zeros((len(test_records), n_out))
             for split in folds:
                 rows = np.flatnonzero(np.isin(records["sample_index"].to_numpy(), split.test))
                 model, normaliser = _load_fold(model_dir, spec, data, split, seed)
+                model = model.to(device)
                 tensors = FoldTensors(level_data, normaliser, device)
                 # Common random numbers: the same draws under every condition and level, so a
                 # stochastic model's scores differ only by what the condition changed.
                 rng_seed = derive_seed(cfg.seed, "evaluate", seed, split.fold)
-                outputs[rows] = _predict(model.to(device), tensors, records.iloc[rows], rng_seed)
+                raw = _predict(model, tensors, records.iloc[rows], rng_seed)
+                outputs[rows] = _as_outputs(raw, data.task)
                 fold_of_row[rows] = split.fold
                 index = records["sample_index"].to_numpy()[rows]
                 metrics = _score(data, index, outputs[rows])
                 scores += _rows(model_name, cond.name, level, level_value, split.fold, seed,
                                 metrics, keys)  # fmt: skip
+                if len(test_records):
+                    rng_seed = derive_seed(cfg.seed, "evaluate-official", seed, split.fold)
+                    test_sum += _predict(model, tensors, test_records, rng_seed)
             if (fold_of_row < 0).any():
                 sample = records["sample_id"].iloc[int(np.flatnonzero(fold_of_row < 0)[0])]
                 raise DataError(f"sample {sample!r} is in no test fold; check the manifest folds")
             index = records["sample_index"].to_numpy()
             pooled = _score(data, index, outputs)
-            scores += _rows(model_name, cond.name, level, level_value, "all", seed, pooled, keys)
+            scores += _rows(model_name, cond.name, level, level_value, POOLED_FOLD, seed, pooled,
+                            keys)  # fmt: skip
             predictions.append(_predictions(data, records, outputs, fold_of_row, seed))
             if first_cm is None:
                 first_cm = _confusion(data, index, outputs)
+            if len(test_records):
+                # MERTools: the mean of the fold models' logits, then argmax.
+                test_out = _as_outputs(test_sum / len(folds), data.task)
+                test_index = test_records["sample_index"].to_numpy()
+                scored = data.labels[test_index] >= 0
+                if scored.any():
+                    metrics = _score(data, test_index[scored], test_out[scored])
+                    scores += _rows(model_name, cond.name, level, level_value, OFFICIAL_TEST_FOLD,
+                                    seed, metrics, keys)  # fmt: skip
+                ensemble = np.full(len(test_records), ENSEMBLE_FOLD, dtype=np.int64)
+                predictions.append(_predictions(data, test_records, test_out, ensemble, seed))
 
     table = pd.DataFrame(scores, columns=list(SCORE_COLUMNS))
     metrics = summarise(table, model_name, cond, data.task)
@@ -197,12 +221,17 @@ def summarise(
         part = table[table["level"] == level]
         entry: dict[str, float] = {}
         for key in task_metric_keys(task):
-            pooled = part[(part["fold"] == "all") & (part["metric"] == key)]["value"]
-            folds = part[(part["fold"] != "all") & (part["metric"] == key)]["value"]
+            metric = part[part["metric"] == key]
+            pooled = metric[metric["fold"] == POOLED_FOLD]["value"]
+            folds = metric[~metric["fold"].isin(NOT_FOLDS)]["value"]
             entry[key] = float(pooled.mean())
             entry[f"{key}_std"] = float(pooled.std(ddof=0))
             entry[f"{key}_fold_mean"] = float(folds.mean())
             entry[f"{key}_fold_std"] = float(folds.std(ddof=0))
+            official = metric[metric["fold"] == OFFICIAL_TEST_FOLD]["value"]
+            if len(official):  # the fold models' mean on the official test set, over seeds
+                entry[f"test_{key}"] = float(official.mean())
+                entry[f"test_{key}_std"] = float(official.std(ddof=0))
         levels[level] = entry
     return {
         "model": model_name,
@@ -210,7 +239,7 @@ def summarise(
         "condition": cond.name,
         "kind": cond.kind,
         "seeds": sorted(int(s) for s in table["seed"].unique()),
-        "n_folds": int(table.loc[table["fold"] != "all", "fold"].nunique()),
+        "n_folds": int(table.loc[~table["fold"].isin(NOT_FOLDS), "fold"].nunique()),
         "levels": levels,
     }
 
@@ -273,8 +302,8 @@ def _load_fold(
 def _predict(
     model: torch.nn.Module, tensors: FoldTensors, records: pd.DataFrame, seed: int
 ) -> np.ndarray:
-    """Class probabilities `[N, C]`, or the predicted value `[N, 1]` of a regression model, for
-    these record rows (missing modalities and feature noise applied).
+    """Logits `[N, C]`, or the predicted value `[N, 1]` of a regression model, for these record
+    rows (missing modalities and feature noise applied).
 
     Models that sample at test time (NMER) draw from a torch RNG seeded with `seed`.
     """
@@ -300,12 +329,18 @@ def _predict_rows(
         mask = None
         if not all(present[m][pos].all() for m in modalities):
             mask = {m: torch.as_tensor(present[m][pos], device=tensors.device) for m in modalities}
-        raw = forward(model, inputs, lengths, mask).float()
-        out.append((raw if tensors.task == "regression" else torch.softmax(raw, 1)).cpu().numpy())
+        out.append(forward(model, inputs, lengths, mask).float().cpu().numpy())
     if not out:  # no rows: only the width matters
         width = 1 if tensors.task == "regression" else len(tensors.labels.unique())
         return np.zeros((0, width))
     return np.concatenate(out)
+
+
+def _as_outputs(raw: np.ndarray, task: str) -> np.ndarray:
+    """What is scored and written: class probabilities from logits, or the regression value."""
+    if task == "regression":
+        return raw
+    return torch.softmax(torch.from_numpy(raw), 1).numpy()
 
 
 def _noisy(
@@ -341,7 +376,9 @@ def _predictions(
         assert data.targets is not None
         actual, predicted = data.targets[index], np.round(outputs[:, 0], 6)
     else:
-        actual, predicted = classes[data.labels[index]], classes[outputs.argmax(1)]
+        labels = data.labels[index]  # -1: an unlabelled official test row, predicted only
+        actual = np.where(labels >= 0, classes[np.maximum(labels, 0)], "")
+        predicted = classes[outputs.argmax(1)]
     frame = pd.DataFrame(
         {
             "level": records["level"].to_numpy(),

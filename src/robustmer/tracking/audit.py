@@ -604,7 +604,11 @@ def _results_links(ctx: Context, csv: Path, pick: str | None) -> list[Link]:
     for (model, condition), rows in table.groupby(["model", "condition"], sort=False):
         model, condition = str(model), str(condition)
         folds = zip(rows["seed"], rows["fold"], strict=True)
-        selection = {(int(s), None if f == "all" else int(f)) for s, f in folds}
+        # Pooled and official-test rows come from every fold model of their seed.
+        selection = {
+            (int(s), None if f in (paths.POOLED_FOLD, paths.OFFICIAL_TEST_FOLD) else int(f))
+            for s, f in folds
+        }
         model_dir = ctx.path(paths.model_dir(model))
         if _read_summary(model_dir) is None:
             detail = f"the model that made these rows is gone; run `robustmer train {model}`"
@@ -679,7 +683,8 @@ def _evaluation_link(ctx: Context, tr: Training, condition: str, rows: pd.DataFr
     if not path.is_file():
         return Link(*at, None, None, MISSING, f"run `robustmer evaluate {tr.model} {condition}`")
     scores = pd.read_csv(path, dtype={"level": str, "fold": str})
-    pooled = scores[scores["fold"] == "all"].groupby(["level", "metric"])["value"].mean()
+    pooled = scores[scores["fold"] == paths.POOLED_FOLD]
+    pooled = pooled.groupby(["level", "metric"])["value"].mean()
     logged = tr.run.data.metrics if tr.run is not None else {}
     keys = sorted({(str(lv), str(m)) for lv, m in zip(rows["level"], rows["metric"], strict=True)})
     recorded = {f"{lv}/{m}": logged.get(f"eval/{condition}/{lv}/{m}") for lv, m in keys}

@@ -11,6 +11,11 @@ directory but no label are the unlabelled pool of the semi-supervised track (lab
 protocol role). The labelled set gets the reference protocol: 5-fold random cross-validation
 (fold k: test = part k, val = part k+1, train = the rest), seeded so it is reproducible.
 
+An official test set (option `test`: a CSV of `name[, discrete[, valence]]`, e.g. the MER2023
+test1-3 labels) is kept out of the cross-validation and out of the pool: manifest `split` "test",
+fold -1, no protocol role. Evaluation predicts it with the mean of the fold models' logits, then
+argmax (the MERTools protocol), and scores it where the CSV gives labels.
+
 Loading is built for ~20,000 files per directory: each directory is listed once, each file is
 read once into one preallocated array (frame-level directories read the .npy headers first to
 size it).
@@ -24,6 +29,7 @@ Options (all optional):
                      the name); default: every folder in features/, modalities guessed
     classes          class names (default the 6 MER classes)
     keep_unlabelled  keep the unlabelled pool (default true)
+    test             CSV of the official test set inside `source` (default: none)
     n_folds, seed    the cross-validation (default 5 folds, seed 0)
 """
 
@@ -66,9 +72,12 @@ class _Plan:
     unlabelled: list[str]
     skipped: int  # samples with features in some selected dirs only, and no label
     classes: list[str] = field(default_factory=list)
+    test: pd.DataFrame | None = None  # name, label ("" when not given)[, valence]
+    test_csv: Path | None = None
 
     def names(self) -> list[str]:
-        return sorted([*self.labelled["name"].tolist(), *self.unlabelled])
+        test = [] if self.test is None else self.test["name"].tolist()
+        return sorted([*self.labelled["name"].tolist(), *self.unlabelled, *test])
 
 
 def modality_of(dir_name: str) -> str | None:
@@ -85,6 +94,7 @@ def files_mertools(source: Path, options: Mapping[str, Any]) -> list[Path]:
     source = Path(source)
     plan = _plan(source, options)
     files = [plan.labels_csv] + ([plan.transcripts] if plan.transcripts else [])
+    files += [plan.test_csv] if plan.test_csv else []
     names = plan.names()
     for d in sorted(plan.dirs):
         files += [source / "features" / d / f"{n}.npy" for n in names]
@@ -102,7 +112,9 @@ def convert_mertools(source: Path, out_dir: Path, options: Mapping[str, Any]) ->
     test_fold, protocol = _cv(labelled, n_folds, seed, plan.labels_csv)
 
     names = plan.names()
-    labels = dict(zip(labelled, plan.labelled["label"], strict=True))
+    known = plan.labelled if plan.test is None else pd.concat([plan.labelled, plan.test])
+    labels = dict(zip(known["name"], known["label"], strict=True))
+    official = set() if plan.test is None else set(plan.test["name"])
     manifest = pd.DataFrame(
         {
             "sample_id": names,
@@ -111,11 +123,16 @@ def convert_mertools(source: Path, out_dir: Path, options: Mapping[str, Any]) ->
             "text": _texts(plan, names, str(options.get("text_column", "chinese"))),
             "source": [dataset] * len(names),
             "fold": np.array([test_fold.get(n, -1) for n in names], dtype=np.int64),
+            "split": [
+                "test" if n in official else "train" if n in test_fold else "unlabelled"
+                for n in names
+            ],
         }
     )
-    if "valence" in plan.labelled.columns:
-        valence = dict(zip(labelled, plan.labelled["valence"], strict=True))
+    if "valence" in known.columns:
+        valence = dict(zip(known["name"], known["valence"], strict=True))
         manifest["valence"] = np.array([valence.get(n, np.nan) for n in names], dtype=np.float64)
+    unlabelled = int((manifest["label"] == "").sum())
 
     writer = StoreWriter(out_dir, dataset, plan.classes)
     writer.write_manifest(manifest)
@@ -124,6 +141,7 @@ def convert_mertools(source: Path, out_dir: Path, options: Mapping[str, Any]) ->
     summary: dict[str, Any] = {
         "labelled": len(labelled),
         "unlabelled": len(plan.unlabelled),
+        "official_test": len(official),
         "skipped_incomplete": plan.skipped,
         "features": {},
     }
@@ -146,7 +164,8 @@ def convert_mertools(source: Path, out_dir: Path, options: Mapping[str, Any]) ->
             "protocol": "fold_table",
             "n_folds": n_folds,
             "seed": seed,
-            "unlabelled": len(plan.unlabelled),
+            "unlabelled": unlabelled,  # pool rows and unlabelled official test rows
+            "official_test": len(official),
             "skipped_incomplete": plan.skipped,
         }
     )
@@ -217,16 +236,18 @@ def _plan(source: Path, options: Mapping[str, Any]) -> _Plan:
     classes = [str(c) for c in options.get("classes", CLASSES)]
     labels_csv = _labels_path(source, options)
     labelled = _read_labels(labels_csv, classes)
+    test_csv, test = _official_test(source, options, classes, labelled)
     transcripts = _transcripts_path(source, options)
     dirs = _select_dirs(source, options)
     present = {d: _list_npy(source / "features" / d) for d in dirs}
-    wanted = set(labelled["name"])
+    wanted = set(labelled["name"]) | (set() if test is None else set(test["name"]))
     for d, have in present.items():
         missing = sorted(wanted - have)
         if missing:
             raise DataError(
-                f"{source / 'features' / d}: {len(missing)} labelled sample(s) have no .npy file "
-                f"(first: {missing[0]}.npy); extract this feature for every labelled sample"
+                f"{source / 'features' / d}: {len(missing)} labelled or official test sample(s) "
+                f"have no .npy file (first: {missing[0]}.npy); extract this feature for every "
+                "labelled and test sample"
             )
     everywhere = set.intersection(*present.values())
     anywhere = set.union(*present.values())
@@ -234,8 +255,28 @@ def _plan(source: Path, options: Mapping[str, Any]) -> _Plan:
     skipped = len(anywhere - everywhere - wanted)
     keep = bool(options.get("keep_unlabelled", True))
     return _Plan(
-        labels_csv, transcripts, dirs, labelled, pool if keep else [], skipped, classes=classes
-    )
+        labels_csv, transcripts, dirs, labelled, pool if keep else [], skipped, classes=classes,
+        test=test, test_csv=test_csv,
+    )  # fmt: skip
+
+
+def _official_test(
+    source: Path, options: Mapping[str, Any], classes: list[str], labelled: pd.DataFrame
+) -> tuple[Path | None, pd.DataFrame | None]:
+    """The official test CSV (option `test`): names, and labels where it gives them."""
+    if not options.get("test"):
+        return None, None
+    path = source / str(options["test"])
+    if not path.is_file():
+        raise DataError(f"{path}: test CSV named by option `test` does not exist")
+    test = _read_labels(path, classes, labels_required=False)
+    shared = sorted(set(test["name"]) & set(labelled["name"]))
+    if shared:
+        raise DataError(
+            f"{path}: sample {shared[0]!r} is also in the training labels ({len(shared)} such "
+            "samples); an official test sample must not be cross-validated"
+        )
+    return path, test
 
 
 def _labels_path(source: Path, options: Mapping[str, Any]) -> Path:
@@ -265,11 +306,14 @@ def _transcripts_path(source: Path, options: Mapping[str, Any]) -> Path | None:
     return path if path.is_file() else None
 
 
-def _read_labels(path: Path, classes: list[str]) -> pd.DataFrame:
+def _read_labels(path: Path, classes: list[str], labels_required: bool = True) -> pd.DataFrame:
+    """name, label (lower case; "" for an unlabelled test row)[, valence], sorted by name."""
     try:
         table = pd.read_csv(path, dtype={"name": str, "discrete": str}, keep_default_na=False)
     except (ValueError, pd.errors.ParserError) as exc:
         raise DataError(f"{path}: cannot parse this CSV ({exc})") from exc
+    if not labels_required and "discrete" not in table.columns and "name" in table.columns:
+        table["discrete"] = ""
     lacking = [c for c in ("name", "discrete") if c not in table.columns]
     if lacking:
         raise DataError(f"{path}: lacks column(s) {lacking}; expected name, discrete[, valence]")
@@ -278,6 +322,8 @@ def _read_labels(path: Path, classes: list[str]) -> pd.DataFrame:
     for row, (name, lab) in enumerate(zip(out["name"], out["label"], strict=True)):
         if not name:
             raise DataError(f"{path}: row {row + 2} has an empty name")
+        if lab == "" and not labels_required:
+            continue
         if lab not in classes:
             raise DataError(
                 f"{path}: row {row + 2} ({name}) has label {lab!r}, not one of {classes}; fix "

@@ -16,6 +16,7 @@ and to the fold's entry of train_summary.json.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,20 +88,29 @@ class SelfTraining:
                               tag=tag)  # fmt: skip
             return model, result
 
+        started = time.perf_counter()
         model, result = student(labelled, fold.tensors, "round_0/")
+        round_0_s = time.perf_counter() - started
         pool = np.asarray(fold.split.unlabelled)
         rounds: list[dict[str, Any]] = []
         if opts["pseudo_labels"] and len(pool):
             for r in range(1, int(opts["rounds"]) + 1):
+                started = time.perf_counter()
                 picked, labels, record = _pseudo_labels(fold, model, pool, opts)
                 record["round"] = r
                 rounds.append(record)
-                fold.log_metrics(_round_metrics(record, fold.data.classes), step=r)
                 tensors = fold.tensors.with_labels(picked, labels)
                 rows = np.concatenate([labelled, picked])
                 model, result = student(rows, tensors, f"round_{r}/")
-        result.extra = {"n_labelled": len(labelled), "n_unlabelled": len(pool),
-                        "pseudo_labels": rounds}  # fmt: skip
+                # A round's time: the teacher labelling the pool plus the student's training.
+                record["seconds"] = round(time.perf_counter() - started, 3)
+                fold.log_metrics(_round_metrics(record, fold.data.classes), step=r)
+        result.extra = {
+            "n_labelled": len(labelled),
+            "n_unlabelled": len(pool),
+            "round_0_seconds": round(round_0_s, 3),
+            "pseudo_labels": rounds,
+        }
         return result
 
 
@@ -144,6 +154,7 @@ def _round_metrics(record: dict[str, Any], classes: list[str]) -> dict[str, floa
     r = record["round"]
     out = {f"pseudo_round_{r}_n_{c}": float(record["counts"][c]) for c in classes}
     out[f"pseudo_round_{r}_n"] = float(sum(record["counts"].values()))
+    out[f"pseudo_round_{r}_seconds"] = float(record["seconds"])
     if "accuracy" in record:
         out[f"pseudo_round_{r}_accuracy"] = record["accuracy"]
     return out
