@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from robustmer.config import ModelSpec, TrainConfig
+from robustmer.config import ModelSpec, TrainConfig, validate_params
 from robustmer.data.model_data import (
     FoldTensors,
     Normaliser,
@@ -21,11 +22,11 @@ from robustmer.data.model_data import (
 )
 from robustmer.data.store import FeatureStore
 from robustmer.device import configure_threads, resolve_device
-from robustmer.errors import DataError
+from robustmer.errors import ConfigError, DataError
 from robustmer.metrics import classification_metrics
 from robustmer.models.registry import build_model, method
 from robustmer.seeding import seed_everything
-from robustmer.training.loop import FitJob, fit, predict_logits
+from robustmer.training.loop import FitJob, cosine_lambda, fit, make_optimiser, predict_logits
 
 
 def model_data(store_dir: Path, params: dict[str, Any], name: str) -> tuple[ModelSpec, Any]:
@@ -173,6 +174,31 @@ def test_early_stopping(store_factory: Callable[..., Path]) -> None:
     result, _ = _fit_fold(store, params, "noise")
     assert result.epochs_run < 200
     assert result.epochs_run - result.best_epoch == 3
+
+
+def test_cosine_schedule_warms_up_then_falls_to_min_lr(tiny_store: Path) -> None:
+    from conftest import tiny_params_dict
+
+    params = tiny_params_dict(epochs=15, patience=0)
+    lr = params["train"]["lr"]
+    params["train"] |= {"lr_scheduler": "cosine", "warmup_epochs": 1, "min_lr": lr / 10,
+                        "optimizer": "adamw"}  # fmt: skip
+    cfg = TrainConfig.from_params(validate_params(params))
+    factor = cosine_lambda(cfg, total_steps=40, steps_per_epoch=10)
+    assert [factor(s) for s in range(3)] == pytest.approx([0.1, 0.2, 0.3])
+    assert factor(9) == pytest.approx(1.0)  # warm-up ends at the full LR
+    assert factor(10) == pytest.approx(1.0) and factor(39) == pytest.approx(0.1)  # min_lr / lr
+    middle = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 15 / 29))
+    assert factor(25) == pytest.approx(middle)
+    assert all(factor(s) > factor(s + 1) for s in range(10, 39))
+    optimiser = make_optimiser(torch.nn.Linear(2, 2), cfg)
+    assert isinstance(optimiser, torch.optim.AdamW)
+    assert optimiser.defaults["weight_decay"] == params["train"]["weight_decay"]
+    result, acc = _fit_fold(tiny_store, params, "fusion_mlp")  # the loop learns with both
+    assert result.epochs_run == 15 and acc > 0.6, acc
+    params["train"]["decay_epochs"] = 2
+    with pytest.raises(ConfigError, match="decay_epochs and lr_scheduler cosine"):
+        TrainConfig.from_params(validate_params(params))
 
 
 def test_resolve_device() -> None:

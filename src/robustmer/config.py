@@ -196,9 +196,12 @@ class TrainConfig:
     decay_epochs: int
     grad_clip: float
     grad_clip_mode: str  # "norm" (per sub-network) | "value" (IMDer/MMSA: clamp each entry)
-    lr_scheduler: str  # "none" | "plateau": ReduceLROnPlateau on the validation loss
+    lr_scheduler: str  # "none" | "plateau" (validation loss) | "cosine" (per step, warm-up)
     plateau_factor: float
     plateau_patience: int
+    optimizer: str  # "adam" | "adamw"
+    warmup_epochs: float
+    min_lr: float
 
     @classmethod
     def from_params(
@@ -208,6 +211,8 @@ class TrainConfig:
         t = dict(params["train"])
         if spec is not None:
             t.update((spec.pretrain if stage == "pretrain" else spec.train) or {})
+        if t["lr_scheduler"] == "cosine" and t["decay_epochs"]:
+            raise ConfigError("decay_epochs and lr_scheduler cosine both set the LR; keep one")
         if t["decay_epochs"] >= t["epochs"]:
             raise ConfigError(
                 f"decay_epochs {t['decay_epochs']} must be below epochs {t['epochs']}"
@@ -231,6 +236,9 @@ class TrainConfig:
             lr_scheduler=t["lr_scheduler"],
             plateau_factor=t["plateau_factor"],
             plateau_patience=t["plateau_patience"],
+            optimizer=t["optimizer"],
+            warmup_epochs=float(t["warmup_epochs"]),
+            min_lr=float(t["min_lr"]),
         )
 
 

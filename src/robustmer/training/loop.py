@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -60,11 +61,13 @@ def fit(job: FitJob) -> FitResult:
     modalities or feature noise drawn per batch from its own seed stream) applies to training
     batches; validation stays clean unless `val_present` gives fixed per-row masks for the
     validation rows. `objective` replaces the task loss (NMER's CE + invariance +
-    reconstruction + KL) and receives the same y. Adam uses `cfg.beta1`;
+    reconstruction + KL) and receives the same y. Adam (AdamW: `cfg.optimizer`) uses `cfg.beta1`;
     with `cfg.decay_epochs` the LR stays constant, then decays linearly over the last epochs
     (MMIN/NMER: lambda(e) = 1 - max(0, e + 1 - n_const) / (decay_epochs + 1), stepped per
     epoch); `cfg.lr_scheduler: plateau` halves (`plateau_factor`) the LR when the validation
-    loss stalls for `plateau_patience` epochs (MMSA/IMDer); `cfg.grad_clip` clips the gradient
+    loss stalls for `plateau_patience` epochs (MMSA/IMDer); `cosine` warms up over
+    `warmup_epochs` and follows a half cosine to `min_lr`, stepped per batch (ALBEF/VAT);
+    `cfg.grad_clip` clips the gradient
     norm per sub-network when the model lists them, or each entry (`grad_clip_mode: value`).
     """
     model, tensors, train_idx, val_idx, cfg = job.model, job.tensors, job.train, job.val, job.cfg
@@ -73,12 +76,13 @@ def fit(job: FitJob) -> FitResult:
     )  # fmt: skip
     device = tensors.device
     model.to(device)
-    optimiser = torch.optim.Adam(
-        [p for p in model.parameters() if p.requires_grad],
-        lr=cfg.lr,
-        betas=(cfg.beta1, 0.999),
-        weight_decay=cfg.weight_decay,
-    )
+    optimiser = make_optimiser(model, cfg)
+    n_batches = -(-len(train_idx) // cfg.batch_size)
+    per_step = None
+    if cfg.lr_scheduler == "cosine":
+        per_step = torch.optim.lr_scheduler.LambdaLR(
+            optimiser, cosine_lambda(cfg, cfg.epochs * n_batches, n_batches)
+        )
     scheduler = None
     if cfg.decay_epochs:
         constant = cfg.epochs - cfg.decay_epochs
@@ -90,7 +94,6 @@ def fit(job: FitJob) -> FitResult:
         plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimiser, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience
         )
-    n_batches = -(-len(train_idx) // cfg.batch_size)
     use_amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     loss_fn = task_loss(tensors.task)
@@ -124,6 +127,8 @@ def fit(job: FitJob) -> FitResult:
                 clip_gradients(model, cfg.grad_clip, cfg.grad_clip_mode)
             scaler.step(optimiser)
             scaler.update()
+            if per_step is not None:
+                per_step.step()
             total += float(loss.detach()) * len(idx)
             count += len(idx)
         if scheduler is not None:
@@ -157,6 +162,35 @@ def fit(job: FitJob) -> FitResult:
     assert best_state is not None  # at least one epoch ran (epochs >= 1)
     model.load_state_dict(best_state)
     return FitResult(best_epoch, best_metrics, epoch, _to_cpu(best_state), history)
+
+
+def make_optimiser(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam (L2 decay through the gradient) or AdamW (decoupled decay) over trainable weights."""
+    kind = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.optimizer]
+    return kind(
+        [p for p in model.parameters() if p.requires_grad],
+        lr=cfg.lr,
+        betas=(cfg.beta1, 0.999),
+        weight_decay=cfg.weight_decay,
+    )
+
+
+def cosine_lambda(
+    cfg: TrainConfig, total_steps: int, steps_per_epoch: int
+) -> Callable[[int], float]:
+    """LR factor per optimiser step: linear warm-up over `warmup_epochs` (step s of W gets
+    (s + 1) / W), then a half cosine from 1 down to min_lr / lr at the last step."""
+    warm = min(round(cfg.warmup_epochs * steps_per_epoch), total_steps)
+    floor = cfg.min_lr / cfg.lr
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        span = max(total_steps - warm - 1, 1)
+        progress = min((step - warm) / span, 1.0)
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
 
 
 def task_loss(task: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
