@@ -61,6 +61,7 @@ SCORE_COLUMNS = ("model", "condition", "level", "level_value", "fold", "seed", "
 # CV predicted by the mean of the fold models (MERTools).
 POOLED_FOLD = "all"
 OFFICIAL_TEST_FOLD = "test"
+NOT_FOLD_ROWS = (POOLED_FOLD, OFFICIAL_TEST_FOLD)  # made by every fold model of a seed
 
 
 def scores_file(model: str, condition: str) -> Path:

@@ -37,7 +37,7 @@ from robustmer.errors import DataError
 from robustmer.evaluation.plots import plot_metric_bars, plot_robustness
 from robustmer.io import atomic_path, read_json, write_text
 from robustmer.metrics import REPORT_DEFAULTS, metric_task, task_metric_keys
-from robustmer.paths import OFFICIAL_TEST_FOLD, POOLED_FOLD, SCORE_COLUMNS
+from robustmer.paths import NOT_FOLD_ROWS, OFFICIAL_TEST_FOLD, POOLED_FOLD, SCORE_COLUMNS
 
 LABELS = {
     "wa": "WA",
@@ -95,8 +95,7 @@ def summary_table(results: pd.DataFrame) -> pd.DataFrame:
     """Mean/std over (fold, seed) of fold scores and over seeds of pooled scores, per cell."""
     keys = ["model", "condition", "level", "level_value", "metric"]
     fold = results["fold"]
-    not_folds = [POOLED_FOLD, OFFICIAL_TEST_FOLD]
-    folds = results[~fold.isin(not_folds)].groupby(keys, sort=False, dropna=False)["value"]
+    folds = results[~fold.isin(NOT_FOLD_ROWS)].groupby(keys, sort=False, dropna=False)["value"]
     pooled = results[fold == POOLED_FOLD].groupby(keys, sort=False, dropna=False)["value"]
     official = results[fold == OFFICIAL_TEST_FOLD].groupby(keys, sort=False, dropna=False)
     out = pd.concat(
@@ -151,18 +150,12 @@ def markdown_summary(
             cells = part[part["metric"] == metric]
             if cells.empty:
                 continue
-            scale, digits = (1, 3) if metric in NOT_PERCENT else (100, 1)
             lines += [f"{LABELS[metric]}:", ""]
             lines.append("| model | " + " | ".join(levels) + " |")
             lines.append("|---|" + "---|" * len(levels))
             for model in cells["model"].unique():
                 row = cells[cells["model"] == model].set_index("level")
-                values = [
-                    f"{scale * row.loc[lv, 'mean']:.{digits}f} ± "
-                    f"{scale * row.loc[lv, 'std']:.{digits}f}"
-                    if lv in row.index else "–"
-                    for lv in levels
-                ]  # fmt: skip
+                values = _level_cells(row, levels, metric, "mean", "std")
                 lines.append(f"| {model} | " + " | ".join(values) + " |")
             lines.append("")
         lines += _official_test_lines(part, shown, levels)
@@ -187,16 +180,19 @@ def _official_test_lines(part: pd.DataFrame, shown: Sequence[str], levels: list)
             row = cells[(cells["model"] == model) & (cells["metric"] == metric)]
             if row.empty:
                 continue
-            row = row.set_index("level")
-            scale, digits = (1, 3) if metric in NOT_PERCENT else (100, 1)
-            values = [
-                f"{scale * row.loc[lv, 'test_mean']:.{digits}f} ± "
-                f"{scale * row.loc[lv, 'test_std']:.{digits}f}"
-                if lv in row.index else "–"
-                for lv in levels
-            ]  # fmt: skip
+            values = _level_cells(row.set_index("level"), levels, metric, "test_mean", "test_std")
             lines.append(f"| {model} | {LABELS[metric]} | " + " | ".join(values) + " |")
     return [*lines, ""]
+
+
+def _level_cells(row: pd.DataFrame, levels: list, metric: str, mean: str, std: str) -> list[str]:
+    """One table row's "mean ± std" per level (in %, or as values for NOT_PERCENT metrics)."""
+    scale, digits = (1, 3) if metric in NOT_PERCENT else (100, 1)
+    return [
+        f"{scale * row.loc[lv, mean]:.{digits}f} ± {scale * row.loc[lv, std]:.{digits}f}"
+        if lv in row.index else "–"
+        for lv in levels
+    ]  # fmt: skip
 
 
 def pseudo_label_table(train_summaries: Mapping[str, Path]) -> pd.DataFrame:

@@ -57,7 +57,13 @@ from robustmer.metrics import (
 from robustmer.models.method import n_outputs
 from robustmer.models.missing import forward
 from robustmer.models.registry import build_model, check_models, method
-from robustmer.paths import OFFICIAL_TEST_FOLD, POOLED_FOLD, SCORE_COLUMNS, SUMMARY_FILE
+from robustmer.paths import (
+    NOT_FOLD_ROWS,
+    OFFICIAL_TEST_FOLD,
+    POOLED_FOLD,
+    SCORE_COLUMNS,
+    SUMMARY_FILE,
+)
 from robustmer.seeding import derive_seed
 from robustmer.tracking import mlflow_run
 from robustmer.tracking.lineage import git_tags
@@ -73,7 +79,6 @@ _SPEC_KEYS = (
 _SPEC_DEFAULTS = {"task": "classification"}
 SENTIMENT_CLASSES = [str(v) for v in range(-3, 4)]  # Acc-7 classes of a regression confusion
 EVAL_BATCH = 256
-NOT_FOLDS = (POOLED_FOLD, OFFICIAL_TEST_FOLD)
 ENSEMBLE_FOLD = -1  # predictions CSV `fold` of an official test row: the mean of every fold model
 
 
@@ -223,7 +228,7 @@ def summarise(
         for key in task_metric_keys(task):
             metric = part[part["metric"] == key]
             pooled = metric[metric["fold"] == POOLED_FOLD]["value"]
-            folds = metric[~metric["fold"].isin(NOT_FOLDS)]["value"]
+            folds = metric[~metric["fold"].isin(NOT_FOLD_ROWS)]["value"]
             entry[key] = float(pooled.mean())
             entry[f"{key}_std"] = float(pooled.std(ddof=0))
             entry[f"{key}_fold_mean"] = float(folds.mean())
@@ -239,7 +244,7 @@ def summarise(
         "condition": cond.name,
         "kind": cond.kind,
         "seeds": sorted(int(s) for s in table["seed"].unique()),
-        "n_folds": int(table.loc[~table["fold"].isin(NOT_FOLDS), "fold"].nunique()),
+        "n_folds": int(table.loc[~table["fold"].isin(NOT_FOLD_ROWS), "fold"].nunique()),
         "levels": levels,
     }
 

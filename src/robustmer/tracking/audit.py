@@ -605,10 +605,7 @@ def _results_links(ctx: Context, csv: Path, pick: str | None) -> list[Link]:
         model, condition = str(model), str(condition)
         folds = zip(rows["seed"], rows["fold"], strict=True)
         # Pooled and official-test rows come from every fold model of their seed.
-        selection = {
-            (int(s), None if f in (paths.POOLED_FOLD, paths.OFFICIAL_TEST_FOLD) else int(f))
-            for s, f in folds
-        }
+        selection = {(int(s), None if f in paths.NOT_FOLD_ROWS else int(f)) for s, f in folds}
         model_dir = ctx.path(paths.model_dir(model))
         if _read_summary(model_dir) is None:
             detail = f"the model that made these rows is gone; run `robustmer train {model}`"
