@@ -26,7 +26,6 @@ TINY_CONDITIONS = {
     "feature_noise": {"kind": "feature_noise", "schedule": "nmer", "levels": [100]},
     "audio_snr": {"kind": "audio_noise", "noise": "babble", "levels": [20, -5]},
     "video_blur": {"kind": "video_blur", "levels": [1, 4]},
-    "text_word_drop": {"kind": "text_word_drop", "levels": [0.5]},
 }
 pytestmark = pytest.mark.e2e
 
@@ -37,7 +36,9 @@ def tiny_params() -> dict:
     params["acquire"]["builtin"].update(
         n_speakers=6, utterances_per_speaker=24, n_folds=3, unlabelled_fraction=1 / 3
     )
-    params["train"].update(epochs=25, patience=8, seeds=[1, 2])
+    # One training seed: several seeds (mean ± std over folds and seeds, per-model seeds) are
+    # covered by tests/test_tracking.py and tests/test_official_test.py.
+    params["train"].update(epochs=25, patience=8, seeds=[1])
     params["models"] = {name: params["models"][name] for name in TINY_MODELS}
     # ~50 training utterances per fold: small batches give NMER enough steps to learn.
     params["models"]["nmer"].update(
@@ -96,7 +97,9 @@ def env() -> dict[str, str]:
     return e
 
 
-def run(cmd: list[str], cwd: Path, timeout: int = 900) -> str:
+def run(cmd: list[str], cwd: Path, timeout: int = 1800) -> str:
+    """Run a command in the copy; fail with its output and logs. The timeout only catches a
+    hang: a full `dvc repro` takes about 6 minutes here and CI machines can be twice as slow."""
     proc = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout)
     out = proc.stdout + proc.stderr
     if proc.returncode:
@@ -215,7 +218,7 @@ def test_mlflow_run_per_model_with_lineage_tags(dvc_run: Path) -> None:
         assert tags["robustmer.git_dirty"] in ("true", "false")
         assert len(tags["robustmer.features_hash"]) == 64
         children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-        assert len(children) == 6  # one nested run per fold and training seed
+        assert len(children) == 3  # one nested run per fold and training seed
 
 
 def test_snakemake_matches_dvc(dvc_run: Path, snakemake_run: Path) -> None:
