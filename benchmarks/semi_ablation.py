@@ -80,11 +80,11 @@ def main() -> None:
             "train_s": round(train_s, 1),
             "n_fold_models": len(summary["folds"]),
         }
-        pretrained = work / f"{name}.pretrain" / paths.PRETRAIN_SUMMARY
-        if pretrained.is_file():  # per fold model: one pretraining, round 0, each later round
-            folds = json.loads(pretrained.read_text())["folds"]
+        # Per fold model: one pretraining (none for one-stage models), round 0, each later round.
+        folds = json.loads((work / f"{name}.pretrain" / paths.PRETRAIN_SUMMARY).read_text())
+        if folds.get("folds"):
             entry["pretrain_s_per_fold_model"] = round(
-                float(np.mean([f["seconds"] for f in folds])), 2
+                float(np.mean([f["seconds"] for f in folds["folds"]])), 2
             )
         extras = [f.get("extra") or {} for f in summary["folds"]]
         if any("round_0_seconds" in e for e in extras):
