@@ -217,14 +217,16 @@ def test_missing_sha256_is_refused_unless_allowed(
 ) -> None:
     url, state = server
     dest = tmp_path / "corpus.zip"
-    with pytest.raises(DataError, match=r"acquire\.<dataset>\.sha256"):
-        download(url, dest, None)
+    with pytest.raises(DataError) as refused:
+        download(url, dest, None, params_key="acquire.emodb")
+    assert "acquire.emodb.sha256: <digest>" in str(refused.value)
+    assert "acquire.emodb.allow_unverified: true" in str(refused.value)
     assert state.ranges == [] and not dest.exists()
 
     with caplog.at_level(logging.WARNING, logger="robustmer.data.download"):
-        download(url, dest, None, allow_unverified=True)
+        download(url, dest, None, allow_unverified=True, params_key="acquire.emodb")
     assert dest.read_bytes() == PAYLOAD
-    assert DIGEST in caplog.text
+    assert f"acquire.emodb.sha256: {DIGEST}" in caplog.text
 
 
 def test_malformed_sha256_is_refused(tmp_path: Path) -> None:

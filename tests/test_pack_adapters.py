@@ -436,6 +436,19 @@ def test_mertools_missing_npy(mer, tmp_path: Path) -> None:
     )
 
 
+def test_every_odd_file_is_named_against_the_majority_shape(mer, tmp_path: Path) -> None:
+    """The first file sorted is odd too: the folder's shape is the majority's, not the first's."""
+    names = sorted(mer.labelled)
+    odd = [names[0], names[3], names[8]]
+    for name in odd:
+        np.save(mer.root / "features" / "eGeMAPS_UTT" / f"{name}.npy", np.zeros(9, np.float32))
+    message = expect_failure(
+        convert_mertools, mer.root, tmp_path / "store", *(f"{n}.npy (9,)" for n in odd),
+        "shape [6]", "3 of",
+    )  # fmt: skip
+    assert f"{names[1]}.npy" not in message
+
+
 def test_mertools_inconsistent_shape(mer, tmp_path: Path) -> None:
     bad = sorted(mer.labelled)[5]
     np.save(mer.root / "features" / "eGeMAPS_UTT" / f"{bad}.npy", np.zeros(9, dtype=np.float32))

@@ -111,7 +111,13 @@ def download_dataset(info: DatasetInfo, cfg: dict[str, Any]) -> Path:
     folder = DOWNLOADS / info.name
     archive = folder / url.rstrip("/").rsplit("/", 1)[-1]
     digest = cfg.get("sha256") or info.sha256
-    download(url, archive, digest, allow_unverified=bool(cfg.get("allow_unverified")))
+    download(
+        url,
+        archive,
+        digest,
+        allow_unverified=bool(cfg.get("allow_unverified")),
+        params_key=f"acquire.{info.name}",
+    )
     target = folder / "extracted"
     if not target.exists():
         safe_extract(archive, target)

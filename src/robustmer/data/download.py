@@ -40,20 +40,24 @@ def download(
     chunk: int = 1 << 20,
     progress: bool = True,
     allow_unverified: bool = False,
+    params_key: str = "acquire.<dataset>",
 ) -> Path:
     """Download `url` to `dest`, resuming a previous `.part`, and verify its sha256.
 
     Returns `dest`. An existing `dest` with the pinned digest is returned without any network
     access; one with another digest is an error, never overwritten. `sha256=None` is refused
     unless `allow_unverified=True`, in which case the digest is logged so the user can pin it.
+    `params_key` is where the dataset's settings live in params.yaml, for the messages.
     """
     dest = Path(dest)
     expected = _normalise_sha256(sha256, url)
     if expected is None and not allow_unverified:
         raise DataError(
             f"no sha256 is pinned for {url} (destination {dest}); refusing to download an "
-            "unverified file. Pin its checksum as acquire.<dataset>.sha256 in params.yaml "
-            "(run `sha256sum` on a copy you trust), or allow an unverified download explicitly."
+            f"unverified file. Pin its checksum as `{params_key}.sha256: <digest>` in "
+            f"params.yaml (run `sha256sum` on a copy you trust), or set "
+            f"`{params_key}.allow_unverified: true` to download it once unverified: the "
+            "digest is then printed for you to pin."
         )
     if dest.exists():
         return _check_existing(dest, url, expected)
@@ -65,9 +69,11 @@ def download(
     actual = sha256_file(part)
     if expected is None:
         log.warning(
-            "%s: downloaded without a pinned checksum; sha256=%s. Pin it as "
-            "acquire.<dataset>.sha256 in params.yaml if you trust this file.",
+            "%s: downloaded without a pinned checksum; sha256=%s. If you trust this file, pin "
+            "it in params.yaml as `%s.sha256: %s` (and drop allow_unverified).",
             url,
+            actual,
+            params_key,
             actual,
         )
     elif actual != expected:

@@ -36,6 +36,7 @@ Options (all optional):
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,43 +177,42 @@ def convert_mertools(source: Path, out_dir: Path, options: Mapping[str, Any]) ->
 def load_npy_dir(folder: Path, names: list[str]) -> tuple[np.ndarray, np.ndarray, str]:
     """Pack `folder/<name>.npy` for `names` into (values [sum_T, D], offsets [N+1], level).
 
-    Utterance-level folders (every file `[D]`) are filled in one pass; frame-level ones read
-    the .npy headers first to size the array. Either way each file's data is read once.
+    Every .npy header is read first: the folder's layout is the majority shape (`[D]`, or
+    `[T, D]` with the majority D), and every file that departs from it is named in one error, so
+    one odd file sorted first cannot make the whole folder look wrong. Then each file's data is
+    read once.
     """
     paths = [folder / f"{n}.npy" for n in names]
     if not paths:
         raise DataError(f"{folder}: no samples to read")
-    first_shape, _ = _npy_header(paths[0])
-    if len(first_shape) not in (1, 2):
-        raise DataError(f"{paths[0]}: shape {first_shape}; expected [D] or frames [T, D]")
-    dim = int(first_shape[-1])
-    if len(first_shape) == 1:
+    shapes = [_npy_header(p)[0] for p in paths]
+    layout = _majority_layout(shapes)
+    odd = [(p, s) for p, s in zip(paths, shapes, strict=True) if _layout(s) != layout]
+    if odd:
+        want = f"[{layout[1]}]" if layout[0] == 1 else f"[T, {layout[1]}]"
+        listed = "; ".join(f"{p.name} {tuple(s)}" for p, s in odd[:20])
+        more = f"; and {len(odd) - 20} more" if len(odd) > 20 else ""
+        raise DataError(
+            f"{folder}: {len(odd)} of {len(paths)} file(s) differ from the folder's shape {want} "
+            f"(held by most files): {listed}{more}. Every file of a feature folder needs the "
+            "same shape: extract these samples again with the same extractor"
+        )
+    dim = layout[1]
+    if layout[0] == 1:
         values = np.empty((len(paths), dim), dtype=np.float32)
         for i, p in enumerate(paths):
             arr = _load(p)
             if arr.shape != (dim,):
-                raise DataError(
-                    f"{p}: shape {arr.shape}, but {paths[0].name} in the same folder has "
-                    f"[{dim}]; every file of a feature folder needs the same shape"
-                )
+                raise DataError(f"{p}: changed while it was being read; run the conversion again")
             values[i] = arr
         offsets = np.arange(len(paths) + 1, dtype=np.int64)
         level = "utterance"
     else:
-        lengths = np.zeros(len(paths) + 1, dtype=np.int64)
-        for i, p in enumerate(paths):
-            shape, _ = _npy_header(p)
-            if len(shape) != 2 or shape[1] != dim:
-                raise DataError(
-                    f"{p}: shape {shape}, but {paths[0].name} in the same folder has "
-                    f"[T, {dim}]; every file of a feature folder needs the same layout"
-                )
-            lengths[i + 1] = shape[0]
-        offsets = np.cumsum(lengths)
+        offsets = np.concatenate([[0], np.cumsum([s[0] for s in shapes])]).astype(np.int64)
         values = np.empty((int(offsets[-1]), dim), dtype=np.float32)
         for i, p in enumerate(paths):
             arr = _load(p)
-            if arr.shape[0] != offsets[i + 1] - offsets[i]:
+            if arr.shape != (offsets[i + 1] - offsets[i], dim):
                 raise DataError(f"{p}: changed while it was being read; run the conversion again")
             values[offsets[i] : offsets[i + 1]] = arr
         level = "frame"
@@ -403,6 +403,20 @@ def _cv(
 
 
 # --- .npy ---------------------------------------------------------------------------------------
+
+
+def _layout(shape: tuple[int, ...]) -> tuple[int, int] | None:
+    """(rank, feature dim) of a `[D]` or `[T, D]` array; None for any other rank."""
+    return (len(shape), int(shape[-1])) if len(shape) in (1, 2) else None
+
+
+def _majority_layout(shapes: list[tuple[int, ...]]) -> tuple[int, int]:
+    """The (rank, dim) most files of a folder have (ties: the first file's)."""
+    counts = Counter(_layout(s) for s in shapes)
+    best = max(counts, key=lambda k: (k is not None, counts[k]))
+    if best is None:
+        raise DataError(f"feature files of shape {shapes[0]}; expected [D] or frames [T, D]")
+    return best
 
 
 def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
