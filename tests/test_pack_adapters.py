@@ -447,6 +447,9 @@ def test_every_odd_file_is_named_against_the_majority_shape(mer, tmp_path: Path)
         "shape [6]", "3 of",
     )  # fmt: skip
     assert f"{names[1]}.npy" not in message
+    for name in names:  # most files [1, 2, 3]: not a feature folder at all
+        np.save(mer.root / "features" / "eGeMAPS_UTT" / f"{name}.npy", np.zeros((1, 2, 3)))
+    expect_failure(convert_mertools, mer.root, tmp_path / "s2", "eGeMAPS_UTT", "expected [D]")
 
 
 def test_mertools_inconsistent_shape(mer, tmp_path: Path) -> None:

@@ -187,6 +187,11 @@ def load_npy_dir(folder: Path, names: list[str]) -> tuple[np.ndarray, np.ndarray
         raise DataError(f"{folder}: no samples to read")
     shapes = [_npy_header(p)[0] for p in paths]
     layout = _majority_layout(shapes)
+    if layout is None:
+        raise DataError(
+            f"{paths[0]}: shape {shapes[0]}, as most files of {folder}; expected [D] or frames "
+            "[T, D]: point the adapter at a MERTools feature folder"
+        )
     odd = [(p, s) for p, s in zip(paths, shapes, strict=True) if _layout(s) != layout]
     if odd:
         want = f"[{layout[1]}]" if layout[0] == 1 else f"[T, {layout[1]}]"
@@ -410,13 +415,11 @@ def _layout(shape: tuple[int, ...]) -> tuple[int, int] | None:
     return (len(shape), int(shape[-1])) if len(shape) in (1, 2) else None
 
 
-def _majority_layout(shapes: list[tuple[int, ...]]) -> tuple[int, int]:
-    """The (rank, dim) most files of a folder have (ties: the first file's)."""
+def _majority_layout(shapes: list[tuple[int, ...]]) -> tuple[int, int] | None:
+    """The (rank, dim) most files of a folder have (ties: the first file's); None if most
+    files are neither `[D]` nor `[T, D]`."""
     counts = Counter(_layout(s) for s in shapes)
-    best = max(counts, key=lambda k: (k is not None, counts[k]))
-    if best is None:
-        raise DataError(f"feature files of shape {shapes[0]}; expected [D] or frames [T, D]")
-    return best
+    return max(counts, key=lambda k: counts[k])
 
 
 def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
