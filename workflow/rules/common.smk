@@ -10,7 +10,7 @@ from robustmer.models.registry import check_models
 # Model presets (models.<m>.preset) are expanded exactly as the CLI does before validating;
 # each model entry is checked against its method (options, task) before any job runs.
 config.update(expand_presets(config))
-validate(config, schema="../schemas/params.schema.yaml")
+validate(config, schema="../../src/robustmer/resources/params.schema.yaml")
 check_models(validate_params(config), "config")
 
 DATASET = config["dataset"]
