@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from robustmer.data.archive import safe_extract
+from robustmer.data.archive import Limits, safe_extract
 from robustmer.errors import DataError
 
 GOOD = ("good/readme.txt", b"harmless")  # placed before the bad member in every hostile archive
@@ -206,4 +206,79 @@ def test_corrupt_archive_leaves_no_partial_tree(tmp_path: Path) -> None:
     target = tmp_path / "target"
     with pytest.raises(DataError, match="may be corrupt"):
         safe_extract(bad, target)
+    _assert_nothing_written(tmp_path, target)
+
+
+# --- limits against zip bombs ---------------------------------------------------------------------
+
+
+def _bomb(tmp_path: Path, kind: str) -> Path:
+    entries: list[tarfile.TarInfo | tuple[str, bytes]] = [
+        ("a.bin", b"x" * 600),
+        ("b.bin", b"y" * 600),
+        ("c.bin", b"z" * 600),
+    ]
+    if kind == "tar":
+        return _tar(tmp_path / "bomb.tar.gz", entries, "w:gz")
+    return _zip(tmp_path / "bomb.zip", entries)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kind", ["tar", "zip"])
+def test_too_many_members_are_refused_before_writing(tmp_path: Path, kind: str) -> None:
+    archive = _bomb(tmp_path, kind)
+    target = tmp_path / "target"
+    limits = Limits(max_members=2, params_key="acquire.emodb")
+    with pytest.raises(DataError, match="over the limit of 2") as err:
+        safe_extract(archive, target, limits)
+    message = str(err.value)
+    assert str(archive) in message and "members" in message
+    assert "acquire.emodb.max_archive_members" in message and "nothing was extracted" in message
+    _assert_nothing_written(tmp_path, target)
+
+
+@pytest.mark.parametrize("kind", ["tar", "zip"])
+def test_too_many_unpacked_bytes_are_refused_before_writing(tmp_path: Path, kind: str) -> None:
+    archive = _bomb(tmp_path, kind)
+    target = tmp_path / "target"
+    with pytest.raises(DataError, match=r"1,800 unpacked bytes, over the limit of 1,000 \(") as err:
+        safe_extract(archive, target, Limits(max_bytes=1000))
+    assert str(archive) in str(err.value) and "max_unpacked_bytes" in str(err.value)
+    _assert_nothing_written(tmp_path, target)
+    assert len(safe_extract(archive, target, Limits(max_members=3, max_bytes=1800))) == 3
+
+
+def _understate_size(path: Path, name: bytes, declared: int) -> None:
+    """Rewrite both headers of the member `name` so they declare `declared` unpacked bytes."""
+    raw = bytearray(path.read_bytes())
+    for signature, offset in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):
+        start = raw.index(signature)
+        while name not in raw[start : start + 80]:
+            start = raw.index(signature, start + 4)
+        raw[start + offset : start + offset + 4] = declared.to_bytes(4, "little")
+    path.write_bytes(bytes(raw))
+
+
+def test_zip_member_longer_than_its_header_stops_the_extraction(tmp_path: Path) -> None:
+    archive = tmp_path / "liar.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("good.txt", b"fine")
+        zf.writestr("big.bin", b"\0" * 100_000)
+    _understate_size(archive, b"big.bin", 10)
+    target = tmp_path / "target"
+    with pytest.raises(DataError, match=r"member 'big\.bin' fails its check") as err:
+        safe_extract(archive, target)
+    assert str(archive) in str(err.value) and "declares 10 bytes" in str(err.value)
+    _assert_nothing_written(tmp_path, target)
+
+
+def test_zip_writing_guard_counts_what_arrives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever the zip reader does with a lying header, more bytes than declared stop it."""
+    archive = _zip(tmp_path / "c.zip", [("a.bin", b"1234")])
+    monkeypatch.setattr(zipfile.ZipFile, "open", lambda self, info: io.BytesIO(b"x" * 5000))
+    target = tmp_path / "target"
+    with pytest.raises(DataError, match=r"'a\.bin' yields more than 4 bytes") as err:
+        safe_extract(archive, target)
+    assert "its header declares 4 bytes" in str(err.value)
     _assert_nothing_written(tmp_path, target)
