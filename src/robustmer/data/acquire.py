@@ -14,13 +14,15 @@ Licensed datasets are never downloaded: the user points `acquire.<dataset>.path`
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from pathlib import Path
 from typing import Any
 
+from robustmer.data.archive import Limits
 from robustmer.data.registry import DatasetInfo, dataset_info
-from robustmer.errors import DataError
+from robustmer.errors import ConfigError, DataError
 from robustmer.io import atomic_dir, read_json, sha256_file, write_json
 from robustmer.seeding import derive_seed
 
@@ -28,6 +30,8 @@ log = logging.getLogger(__name__)
 
 DOWNLOADS = Path("data/downloads")
 CORPUS_FILE = "corpus.json"
+# `acquire.<dataset>` keys that bound archive extraction (archive.Limits), not adapter options.
+_LIMIT_KEYS = {"max_archive_members": "max_members", "max_unpacked_bytes": "max_bytes"}
 
 
 def acquire(params: dict[str, Any], out_dir: Path, source: Path | None = None) -> Path:
@@ -47,7 +51,8 @@ def acquire(params: dict[str, Any], out_dir: Path, source: Path | None = None) -
         return out_dir
     cfg = dict((params.get("acquire") or {}).get(name) or {})
     src = _source(info, cfg, source)
-    options = {**info.resolved_options(cfg), "dataset": name}  # one adapter serves several
+    adapter_cfg = {k: v for k, v in cfg.items() if k not in _LIMIT_KEYS}
+    options = {**info.resolved_options(adapter_cfg), "dataset": name}  # one adapter serves several
     with atomic_dir(out_dir) as tmp:
         if info.kind == "raw":
             summary = info.adapter_fn()(src, tmp, options)
@@ -101,27 +106,55 @@ def _source(info: DatasetInfo, cfg: dict[str, Any], source: Path | None) -> Path
 
 
 def download_dataset(info: DatasetInfo, cfg: dict[str, Any]) -> Path:
-    """Download (resumable, sha256-checked) and safely unpack a public dataset once."""
+    """Download (resumable, sha256-checked) and safely unpack a public dataset once.
+
+    Both copies are keyed by content, so a changed URL or sha256 can never reuse a stale one:
+    the archive lives under `archives/<pinned sha256>/` (or `archives/url-<hash of the URL>/`
+    when nothing is pinned) and is unpacked into `unpacked/<the archive's sha256>/`. An unchanged
+    URL and digest reuse both without any network access.
+    """
     from robustmer.data.archive import safe_extract
-    from robustmer.data.download import download
+    from robustmer.data.download import download, normalise_sha256
 
     url = cfg.get("url") or info.url
     if not url:
         raise DataError(f"dataset {info.name!r} has no public URL; see its instructions")
+    key = f"acquire.{info.name}"
     folder = DOWNLOADS / info.name
-    archive = folder / url.rstrip("/").rsplit("/", 1)[-1]
-    digest = cfg.get("sha256") or info.sha256
+    pinned = normalise_sha256(cfg.get("sha256") or info.sha256, url)
+    slot = pinned or "url-" + hashlib.sha256(url.encode("utf-8")).hexdigest()[:16]
+    archive = folder / "archives" / slot / url.rstrip("/").rsplit("/", 1)[-1]
     download(
         url,
         archive,
-        digest,
+        pinned,
         allow_unverified=bool(cfg.get("allow_unverified")),
-        params_key=f"acquire.{info.name}",
+        params_key=key,
     )
-    target = folder / "extracted"
+    digest = pinned or sha256_file(archive)  # download() verified a pinned digest already
+    target = folder / "unpacked" / digest
     if not target.exists():
-        safe_extract(archive, target)
+        safe_extract(archive, target, _limits(cfg, key))
+    if (folder / "extracted").exists():
+        log.info(
+            "%s is left from an older version that did not key unpacked copies by digest; "
+            "nothing reads it any more, delete it to free the space",
+            folder / "extracted",
+        )
     return target.resolve()
+
+
+def _limits(cfg: dict[str, Any], key: str) -> Limits:
+    """Extraction limits: the defaults, or `max_archive_members` / `max_unpacked_bytes`."""
+    values = {}
+    for name, field in _LIMIT_KEYS.items():
+        value = cfg.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{key}.{name} must be a positive integer, got {value!r}")
+        values[field] = value
+    return Limits(params_key=key, **values)
 
 
 def fingerprint(root: Path, files: list[Path]) -> dict[str, dict[str, Any]]:

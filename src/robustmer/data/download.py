@@ -50,7 +50,7 @@ def download(
     `params_key` is where the dataset's settings live in params.yaml, for the messages.
     """
     dest = Path(dest)
-    expected = _normalise_sha256(sha256, url)
+    expected = normalise_sha256(sha256, url)
     if expected is None and not allow_unverified:
         raise DataError(
             f"no sha256 is pinned for {url} (destination {dest}); refusing to download an "
@@ -88,7 +88,8 @@ def download(
     return dest
 
 
-def _normalise_sha256(sha256: str | None, url: str) -> str | None:
+def normalise_sha256(sha256: str | None, url: str) -> str | None:
+    """The pinned digest in lower case; a malformed one is a DataError naming the URL."""
     if sha256 is None:
         return None
     digest = sha256.strip().lower()
