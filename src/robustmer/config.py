@@ -17,6 +17,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from robustmer.config_options import check_options
 from robustmer.errors import ConfigError
 from robustmer.metrics import SELECTION_METRICS
 
@@ -111,6 +112,7 @@ def validate_params(raw: dict[str, Any], source: str = "params") -> Params:
                 + "\n".join(lines)
                 + "\nFix the keys above (see the schema for allowed values)."
             )
+    check_options(params, source)  # adapter and extractor options: not in the schema
     for name in params["models"]:
         _check_task(params, ModelSpec.from_params(params, name), source)
     return params

@@ -56,9 +56,61 @@ class DatasetInfo:
                 out[key] = copy.deepcopy(value)
         return out
 
+    def option_names(self) -> tuple[frozenset[str], frozenset[str]]:
+        """(the adapter's options, the acquisition keys) a user may set in `acquire.<name>`."""
+        module = self.adapter.partition(":")[0]
+        return ADAPTER_OPTIONS.get(module, frozenset()) | frozenset(self.options), _ACQUIRE_KEYS
+
 
 # Keys of `acquire.<dataset>` that steer acquisition rather than the adapter.
-_ACQUIRE_KEYS = frozenset({"path", "download", "sha256", "url"})
+_ACQUIRE_KEYS = frozenset({"path", "download", "sha256", "url", "allow_unverified"})
+
+# The options each adapter module accepts (besides `dataset`, which acquire sets). Declared here,
+# not read from the adapter, so that loading params can reject a typo in `acquire.<dataset>`
+# for every stage without importing adapter code; tests/test_config_options.py keeps it equal to
+# the adapters' own defaults.
+ADAPTER_OPTIONS: dict[str, frozenset[str]] = {
+    "adapters.folder": frozenset(["labels", "classes", "n_folds"]),
+    "adapters.emodb": frozenset(["n_folds", "text", "skip_invalid"]),
+    "adapters.ravdess": frozenset(
+        [
+            "channels",
+            "merge_calm",
+            "n_folds",
+            "text",
+            "skip_invalid",
+            "modalities",
+            "drop_incomplete",
+        ]
+    ),
+    "adapters.meld": frozenset(["clips", "drop_missing_clips", "max_per_split"]),
+    "adapters.feature_tables": frozenset(["n_folds", "inner_join", "audio_table", "video_table"]),
+    "adapters.mmin": frozenset(
+        [
+            "classes",
+            "dims",
+            "features",
+            "normalisation",
+            "n_folds",
+            "expected_folds",
+            "speaker_pattern",
+        ]
+    ),
+    "adapters.mmsa": frozenset(["file", "dims", "features"]),
+    "adapters.mertools": frozenset(
+        [
+            "classes",
+            "features",
+            "keep_unlabelled",
+            "labels",
+            "n_folds",
+            "seed",
+            "test",
+            "text_column",
+            "transcripts",
+        ]
+    ),
+}
 
 
 @cache

@@ -20,6 +20,7 @@ from robustmer.features.base import (
     OutputSpec,
 )
 from robustmer.features.media import check_options, is_bool, read_audio
+from robustmer.features.registry import kind_defaults
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ class OpenSmileExtractor(Extractor):
 
     modality = "audio"
     kind = "opensmile"
-    defaults: ClassVar[dict[str, Any]] = {"feature_set": "eGeMAPSv02", "vad": False}
+    defaults: ClassVar[dict[str, Any]] = kind_defaults("opensmile")  # declared in registry.py
 
     def __init__(self, name: str, cfg: dict[str, Any], device: str = "cpu"):
         super().__init__(name, cfg, device)

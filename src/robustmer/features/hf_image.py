@@ -28,6 +28,7 @@ from robustmer.features.media import (
     read_frames,
     video_fps,
 )
+from robustmer.features.registry import kind_defaults
 
 
 class HFImageExtractor(Extractor):
@@ -35,12 +36,7 @@ class HFImageExtractor(Extractor):
 
     modality = "video"
     kind = "hf_image"
-    defaults: ClassVar[dict[str, Any]] = {
-        "model_path": None,
-        "frames": 8,
-        "face": True,
-        "batch_size": 32,
-    }
+    defaults: ClassVar[dict[str, Any]] = kind_defaults("hf_image")  # declared in registry.py
     fps: float | None = None  # for the frame rate when every frame is used (frames 0)
 
     def __init__(self, name: str, cfg: dict[str, Any], device: str = "cpu"):

@@ -29,6 +29,7 @@ from robustmer.features.media import (
     local_model_dir,
     model_description,
 )
+from robustmer.features.registry import kind_defaults
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +65,7 @@ class HFSpeechExtractor(Extractor):
 
     modality = "audio"
     kind = "hf_speech"
-    defaults: ClassVar[dict[str, Any]] = {
-        "model_path": None,
-        "chunk_s": 10,
-        "layers": 4,
-        "vad": False,
-    }
+    defaults: ClassVar[dict[str, Any]] = kind_defaults("hf_speech")  # declared in registry.py
 
     def __init__(self, name: str, cfg: dict[str, Any], device: str = "cpu"):
         super().__init__(name, cfg, device)

@@ -16,6 +16,7 @@ import numpy as np
 from robustmer.errors import ConfigError
 from robustmer.features.base import Extractor, OutputSpec
 from robustmer.features.media import check_options, is_int, local_model_dir, model_description
+from robustmer.features.registry import kind_defaults
 from robustmer.features.text import clean_text, force_offline
 
 
@@ -24,12 +25,7 @@ class HFTextExtractor(Extractor):
 
     modality = "text"
     kind = "hf_text"
-    defaults: ClassVar[dict[str, Any]] = {
-        "model_path": None,
-        "layers": 4,
-        "max_length": 512,
-        "batch_size": 16,
-    }
+    defaults: ClassVar[dict[str, Any]] = kind_defaults("hf_text")  # declared in registry.py
 
     def __init__(self, name: str, cfg: dict[str, Any], device: str = "cpu"):
         super().__init__(name, cfg, device)

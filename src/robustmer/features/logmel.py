@@ -16,6 +16,7 @@ import numpy as np
 
 from robustmer.features.base import Extractor, OutputSpec
 from robustmer.features.media import check_options, is_bool, is_int, is_number, load_audio
+from robustmer.features.registry import kind_defaults
 
 LOG_FLOOR = 1e-6  # keeps digital silence finite; about -138 dB re full-scale power
 
@@ -46,13 +47,7 @@ class LogMelExtractor(Extractor):
 
     modality = "audio"
     kind = "logmel"
-    defaults: ClassVar[dict[str, Any]] = {
-        "n_mels": 64,
-        "win_ms": 25,
-        "hop_ms": 10,
-        "sample_rate": 16000,
-        "vad": False,
-    }
+    defaults: ClassVar[dict[str, Any]] = kind_defaults("logmel")  # declared in registry.py
 
     def __init__(self, name: str, cfg: dict[str, Any], device: str = "cpu"):
         super().__init__(name, cfg, device)

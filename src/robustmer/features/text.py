@@ -23,6 +23,7 @@ from robustmer.features.media import (
     is_int,
     model_fingerprint,
 )
+from robustmer.features.registry import kind_defaults
 
 MINILM = "minilm"
 MINILM_DIM = 384
@@ -48,7 +49,7 @@ class SentenceExtractor(Extractor):
 
     modality = "text"
     kind = "sentence"
-    defaults: ClassVar[dict[str, Any]] = {"model": MINILM, "batch_size": 64, "normalize": True}
+    defaults: ClassVar[dict[str, Any]] = kind_defaults("sentence")  # declared in registry.py
 
     def __init__(self, name: str, cfg: dict[str, Any], device: str = "cpu"):
         super().__init__(name, cfg, device)

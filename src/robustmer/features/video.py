@@ -28,6 +28,7 @@ from robustmer.features.media import (
     read_frames,
     video_fps,
 )
+from robustmer.features.registry import kind_defaults
 
 
 def _hog_shape(size: int) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int], int]:
@@ -51,15 +52,7 @@ class FaceHogExtractor(Extractor):
 
     modality = "video"
     kind = "face_hog"
-    defaults: ClassVar[dict[str, Any]] = {
-        "frame_step": 1,
-        "frames": 0,
-        "crop_size": 32,
-        "min_face_size": 24,
-        "detect_every": 3,
-        "detect_max_side": 320,
-        "scale_factor": 1.2,
-    }
+    defaults: ClassVar[dict[str, Any]] = kind_defaults("face_hog")  # declared in registry.py
     fps: float | None = None  # set by `probe()` (or the stage) for the frame output's rate
 
     def __init__(self, name: str, cfg: dict[str, Any], device: str = "cpu"):
