@@ -76,7 +76,7 @@ def test_acquire_lands_the_new_archive_and_limits_reach_extraction(tmp_path: Pat
         return read_json(out / "corpus.json")
 
     assert run(full, full_sha)["n_speakers"] == len(speakers)
-    with pytest.raises(DataError, match="acquire.emodb.max_archive_members") as err:
+    with pytest.raises(DataError, match=r"acquire\.emodb\.max_archive_members") as err:
         run(fewer, fewer_sha, max_archive_members=3)
     assert str(fewer.name) in str(err.value)
     assert read_json(out / "corpus.json")["n_speakers"] == len(speakers)  # the old copy stays
