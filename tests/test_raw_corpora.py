@@ -366,8 +366,11 @@ def test_meld_unknown_emotion_names_row_and_value(tmp_path: Path) -> None:
     rows = meld_rows(6)
     rows[2]["Emotion"] = "contempt"
     write_meld_csv(src / "test_sent_emo.csv", rows)
-    msg = fails(prepare_meld, src, tmp_path / "out", "unknown emotion 'contempt'")
-    assert f"{src / 'test_sent_emo.csv'} line 4" in msg
+    msg = fails(prepare_meld, src, tmp_path / "out", "unknown emotion 'contempt' of test_dia0_utt2")
+    assert f"{src / 'test_sent_emo.csv'} line 4" in msg and "fixed" in msg
+    rows[2]["Emotion"] = "sadnes"
+    write_meld_csv(src / "test_sent_emo.csv", rows)
+    fails(prepare_meld, src, tmp_path / "typo", "Did you mean 'sadness'")
 
 
 def test_meld_missing_csv_or_columns(tmp_path: Path) -> None:
@@ -504,6 +507,79 @@ def test_folder_bad_inputs_name_the_row(tmp_path: Path) -> None:
     fails(prepare_folder, src, tmp_path / "nosplit", r"no rows in split\(s\) \['test'\]")
     (src / "labels.csv").unlink()
     fails(prepare_folder, src, tmp_path / "nolabels", "labels table")
+
+
+def _relabel(src: Path, changes: dict[int, str]) -> None:
+    """Overwrite the label of labels.csv data rows (0-based; row i is on line i + 2)."""
+    table = pd.read_csv(src / "labels.csv", dtype=str)
+    for row, label in changes.items():
+        table.loc[row, "label"] = label
+    table.to_csv(src / "labels.csv", index=False)
+
+
+def test_folder_label_typo_without_classes_is_refused(tmp_path: Path) -> None:
+    src = build_folder(tmp_path / "src")
+    _relabel(src, {4: "hapy"})  # bob/take_1, line 6; happy stays on the other three speakers
+    msg = fails(prepare_folder, src, tmp_path / "typo", "label 'hapy' of bob__take_1", n_folds=2)
+    assert f"{src / 'labels.csv'} line 6" in msg and "did you mean 'happy'?" in msg
+    assert "acquire.folder.classes:" in msg and "[angry, happy, sad, hapy]" in msg
+    _relabel(src, {4: "happy", 1: "Happy", 7: "Happy"})  # a case variant, even as frequent
+    fails(prepare_folder, src, tmp_path / "case", "label 'Happy' of ann__take_1.*typo of 'happy'")
+
+
+def test_folder_one_off_label_among_frequent_ones_is_refused(tmp_path: Path) -> None:
+    src = build_folder(tmp_path / "src")
+    _relabel(src, {11: "contempt"})  # dan/take_2 (angry), line 13
+    msg = fails(prepare_folder, src, tmp_path / "out", "label 'contempt' of dan__take_2", n_folds=2)
+    assert "line 13" in msg and "occurs only once while the other labels occur 3 to 4 times" in msg
+    _, info, _ = prepare(  # declared, it is a class of its own
+        prepare_folder,
+        src,
+        tmp_path / "ok",
+        n_folds=2,
+        classes=["angry", "happy", "sad", "contempt"],
+    )
+    assert info["label_counts"]["contempt"] == 1
+
+
+def test_folder_rare_or_alike_genuine_classes_pass(tmp_path: Path) -> None:
+    src = build_folder(tmp_path / "src", labels=("happy", "unhappy", "calm"))
+    _, info, _ = prepare(prepare_folder, src, tmp_path / "alike", n_folds=2)
+    assert info["classes"] == ["calm", "happy", "unhappy"]
+    src = build_folder(tmp_path / "tiny", speakers=("ann", "bob"), labels=("a", "b", "c"))
+    _relabel(src, {5: "d"})  # every class is rare: a, b twice, c and d once
+    _, info, _ = prepare(prepare_folder, src, tmp_path / "rare", n_folds=2)
+    assert info["label_counts"] == {"a": 2, "b": 2, "c": 1, "d": 1}
+
+
+def test_folder_registry_classes_are_the_declared_list(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    import robustmer.data.adapters.folder as folder_mod
+
+    registered = SimpleNamespace(expected={"classes": ["angry", "happy", "sad"]})
+    monkeypatch.setattr(folder_mod, "dataset_info", lambda name: registered)
+    src = build_folder(tmp_path / "src")
+    _relabel(src, {9: "bored", 10: "bored", 11: "bored"})  # all of dan's rows: no typo pattern
+    msg = fails(prepare_folder, src, tmp_path / "out", "label 'bored' of dan__take_0", n_folds=2)
+    assert "line 11" in msg and "not one of the declared classes ['angry', 'happy', 'sad']" in msg
+
+
+def test_folder_bad_label_at_acquire_keeps_the_previous_raw_copy(tmp_path: Path) -> None:
+    from robustmer.data.acquire import acquire
+
+    src = build_folder(tmp_path / "src")
+    out = tmp_path / "data" / "raw" / "folder"
+    params = {"dataset": "folder", "acquire": {"folder": {"path": str(src), "n_folds": 2}}}
+    acquire(params, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    _relabel(src, {4: "hapy"})
+    with pytest.raises(DataError, match="label 'hapy' of bob__take_1"):
+        acquire(params, out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in out.parent.iterdir()) == ["folder"]
 
 
 def test_folder_labels_option_and_unknown_extension(tmp_path: Path) -> None:

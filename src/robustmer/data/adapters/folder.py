@@ -13,8 +13,10 @@ from typing import Any
 import pandas as pd
 
 from robustmer.data.adapters.raw_layout import (
+    LabelRow,
     SkipLog,
     add_media_columns,
+    check_labels,
     check_speaker_folds,
     corpus_info,
     option_int,
@@ -24,6 +26,7 @@ from robustmer.data.adapters.raw_layout import (
     summary,
     write_raw_corpus,
 )
+from robustmer.data.registry import dataset_info
 from robustmer.errors import ConfigError, DataError
 
 AUDIO_EXTENSIONS = (".wav", ".flac")
@@ -54,7 +57,7 @@ def prepare_folder(source: Path, out_dir: Path, options: Mapping[str, Any]) -> d
     rows = [_folder_row(table_path, src, i + 2, rec, media_cols) for i, rec in enumerate(table)]
     frame = pd.DataFrame(rows)
     _check_unique(frame, table_path)
-    classes = _folder_classes(opts["classes"], frame, table_path)
+    classes = _folder_classes(opts["classes"], frame, table_path, str(opts["dataset"]))
     frame = _folder_protocol(frame, table_path, opts)
     frame = frame.sort_values("sample_id", kind="stable").reset_index(drop=True)
     media = {m: [Path(p) for p in frame.pop(f"_{m}")] for m in media_cols}
@@ -167,20 +170,37 @@ def _check_unique(frame: pd.DataFrame, table: Path) -> None:
             )
 
 
-def _folder_classes(value: Any, frame: pd.DataFrame, table: Path) -> list[str]:
+def _folder_classes(value: Any, frame: pd.DataFrame, table: Path, dataset: str) -> list[str]:
+    """The class list: the option `classes`, else the registry's, else the labels found.
+
+    Labels found are checked first (raw_layout.check_labels): without a declared list, a label
+    that looks like a typo of a frequent one, or a one-off among frequent ones, is refused
+    rather than made a class of its own.
+    """
     if value is None:
-        return sorted(frame["label"].unique())
-    if not isinstance(value, list) or not value or len(set(value)) != len(value):
+        value = _registry_classes(dataset)
+    if value is not None and (
+        not isinstance(value, list) or not value or len(set(value)) != len(value)
+    ):
         raise ConfigError(f"folder: option classes must be a list of distinct names, got {value!r}")
-    classes = [str(c) for c in value]
-    bad = frame[~frame["label"].isin(classes)]
-    if not bad.empty:
-        first = bad.iloc[0]
-        raise DataError(
-            f"folder: {table} line {first['_line']}: label {first['label']!r} of "
-            f"{first['sample_id']} is not in classes {classes}; fix the label or the option classes"
+    classes = None if value is None else [str(c) for c in value]
+    rows = [
+        LabelRow(label, table, int(line), sample_id)
+        for label, line, sample_id in zip(
+            frame["label"], frame["_line"], frame["sample_id"], strict=True
         )
-    return classes
+    ]
+    check_labels("folder", rows, classes, f"`acquire.{dataset}.classes:` in params.yaml")
+    return classes if classes is not None else sorted(frame["label"].unique())
+
+
+def _registry_classes(dataset: str) -> list[Any] | None:
+    """The classes the registry expects for `dataset`, if it is registered and names them."""
+    try:
+        expected = dataset_info(dataset).expected.get("classes")
+    except ConfigError:
+        return None
+    return list(expected) if expected else None
 
 
 def _folder_protocol(frame: pd.DataFrame, table: Path, opts: Mapping[str, Any]) -> pd.DataFrame:

@@ -6,6 +6,7 @@ hence `fix_mojibake`.
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -163,12 +164,6 @@ def _meld_split(src: Path, split: str, limit: int | None) -> pd.DataFrame:
     rows, seen = [], set()
     for i, rec in enumerate(table.to_dict("records")):
         line = i + 2  # header is line 1
-        emotion = rec["Emotion"].strip().lower()
-        if emotion not in MELD_CLASSES:
-            raise DataError(
-                f"meld: {path} line {line}: unknown emotion {rec['Emotion']!r} "
-                f"(known: {', '.join(MELD_CLASSES)})"
-            )
         try:
             dia, utt = int(rec["Dialogue_ID"]), int(rec["Utterance_ID"])
         except ValueError as exc:
@@ -177,6 +172,15 @@ def _meld_split(src: Path, split: str, limit: int | None) -> pd.DataFrame:
                 f"{rec['Dialogue_ID']!r}/{rec['Utterance_ID']!r}"
             ) from exc
         sample_id = f"{split}_dia{dia}_utt{utt}"
+        emotion = rec["Emotion"].strip().lower()
+        if emotion not in MELD_CLASSES:
+            close = difflib.get_close_matches(emotion, MELD_CLASSES, n=1, cutoff=0.8)
+            raise DataError(
+                f"meld: {path} line {line}: unknown emotion {rec['Emotion']!r} of {sample_id} "
+                f"(known: {', '.join(MELD_CLASSES)}). "
+                + (f"Did you mean {close[0]!r}? " if close else "")
+                + "MELD's seven emotions are fixed: correct the row from the official CSV"
+            )
         if sample_id in seen:
             raise DataError(f"meld: {path} line {line}: duplicate sample id {sample_id}")
         seen.add(sample_id)

@@ -11,9 +11,13 @@ fix) leaves `out_dir` as it was.
 
 from __future__ import annotations
 
+import difflib
 import os
+import statistics
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +28,10 @@ from robustmer.io import atomic_path, sha256_file, write_json
 
 SPLITS = ("train", "valid", "test")
 MAX_LISTED = 20  # skipped files / problems listed by name; the rest are counted
+# Undeclared class lists: how a mistyped label is told from a genuine class (check_labels).
+TYPO_SIMILARITY = 0.8  # difflib ratio of two case-folded labels at or above which they look alike
+TYPO_MIN_RATIO = 3  # ...and the likely intended label is at least this many times as frequent
+SINGLETON_MIN_TYPICAL = 3  # a one-row label is suspect when the others' median count is >= this
 
 
 class SkipLog:
@@ -198,6 +206,107 @@ def source_dir(adapter: str, source: Path) -> Path:
     if not source.is_dir():
         raise DataError(f"{adapter}: source folder {source} does not exist or is not a folder")
     return source
+
+
+@dataclass(frozen=True)
+class LabelRow:
+    """Where one label was read: for messages that name the file, the line and the sample."""
+
+    label: str
+    file: Path
+    line: int
+    sample_id: str
+
+
+def check_labels(
+    adapter: str,
+    rows: Sequence[LabelRow],
+    classes: Sequence[str] | None,
+    declare: str,
+) -> None:
+    """Refuse a label that would silently become a class of its own; nothing is written yet.
+
+    With a declared class list (`classes`), every label must be in it. Without one, the labels
+    are checked against each other. A label is refused when it looks like a typo of another:
+    the same name in another case (`Happy` beside `happy`), or a difflib ratio >=
+    TYPO_SIMILARITY of the case-folded names (`hapy` / `happy`) with the other at least
+    TYPO_MIN_RATIO times as frequent. It is also refused when it occurs once while the median
+    count of the other labels is at least SINGLETON_MIN_TYPICAL: a class with one sample cannot
+    be in both a training and a test fold, so it is an error even when real. Small corpora where
+    every class is rare, and similar names with similar counts (`happy` / `unhappy`), pass.
+    `declare` says where to declare the class list, which accepts such a label as a class.
+    """
+    if not rows:
+        return
+    if classes is not None:
+        allowed = set(classes)
+        for row in rows:
+            if row.label not in allowed:
+                raise DataError(
+                    f"{adapter}: {row.file} line {row.line}: label {row.label!r} of "
+                    f"{row.sample_id} is not one of the declared classes {list(classes)}"
+                    f"{_did_you_mean(row.label, classes)}; fix the row, or add the class to "
+                    f"{declare}"
+                )
+        return
+    counts = Counter(row.label for row in rows)
+    first = {}
+    for row in rows:
+        first.setdefault(row.label, row)
+    suspects = []
+    for label in sorted(counts, key=lambda lab: (counts[lab], first[lab].line)):
+        why = _suspect(label, counts)
+        if why:
+            suspects.append((first[label], why))
+    if not suspects:
+        return
+    row, why = suspects[0]
+    others = "; ".join(
+        f"{r.label!r} ({r.file.name} line {r.line})" for r, _ in suspects[1 : MAX_LISTED + 1]
+    )
+    kept = [lab for lab in sorted(counts) if lab not in {r.label for r, _ in suspects}]
+    raise DataError(
+        f"{adapter}: {row.file} line {row.line}: label {row.label!r} of {row.sample_id} "
+        f"{why}, so it would silently become a class of its own"
+        + (f" (also suspect: {others})" if others else "")
+        + f". Fix the row, or declare the class list to keep it: {declare} "
+        f"[{', '.join([*kept, row.label])}]"
+    )
+
+
+def _suspect(label: str, counts: Counter[str]) -> str:
+    """Why `label` looks like a mistake among `counts` ("" when it looks like a real class)."""
+    n = counts[label]
+    folded = label.casefold()
+    alike = [
+        other
+        for other in counts
+        if other != label
+        and (
+            (other.casefold() == folded and counts[other] >= n)  # `Happy` beside `happy`
+            or (
+                counts[other] >= TYPO_MIN_RATIO * n
+                and difflib.SequenceMatcher(None, folded, other.casefold()).ratio()
+                >= TYPO_SIMILARITY
+            )
+        )
+    ]
+    if alike:
+        best = max(alike, key=lambda o: (counts[o], -abs(len(o) - len(label))))
+        return (
+            f"occurs {n} time(s) and looks like a typo of {best!r} ({counts[best]} rows): "
+            f"did you mean {best!r}?"
+        )
+    others = [c for lab, c in counts.items() if lab != label]
+    if n == 1 and others and statistics.median(others) >= SINGLETON_MIN_TYPICAL:
+        return f"occurs only once while the other labels occur {min(others)} to {max(others)} times"
+    return ""
+
+
+def _did_you_mean(label: str, classes: Sequence[str]) -> str:
+    folded = {c.casefold(): c for c in classes}
+    close = difflib.get_close_matches(label.casefold(), list(folded), n=1, cutoff=TYPO_SIMILARITY)
+    return f" (did you mean {folded[close[0]]!r}?)" if close else ""
 
 
 def shortlist(items: Sequence[str], limit: int = 5) -> str:
