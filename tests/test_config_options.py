@@ -69,6 +69,7 @@ def test_load_params_rejects_an_unknown_extractor_option(tmp_path: Path) -> None
 def test_known_options_and_acquisition_keys_load(tmp_path: Path) -> None:
     params = tiny_params_dict()
     params["acquire"]["ravdess"] = {"download": True, "allow_unverified": True, "n_folds": 4}
+    params["acquire"]["emodb"] = {"max_archive_members": 10, "max_unpacked_bytes": 10**9}
     params["acquire"]["mer2024"] = {"path": "/data/mer", "text_column": "english"}
     params["extract"]["audio"] = {"mel": {"kind": "logmel", "n_mels": 40, "vad": True}}
     loaded = load_params(_write(tmp_path, params))
@@ -120,3 +121,10 @@ def test_adapter_option_names_match_the_adapters() -> None:
 def test_extractor_classes_take_their_options_from_the_registry() -> None:
     for kind, info in KINDS.items():
         assert extractor_class(kind).defaults == dict(info.options), kind
+
+
+def test_every_key_acquire_reads_is_an_acquisition_key() -> None:
+    from robustmer.data import acquire
+
+    _, acquisition = registry()["emodb"].option_names()
+    assert set(acquire._LIMIT_KEYS) <= acquisition

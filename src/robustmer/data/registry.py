@@ -62,8 +62,12 @@ class DatasetInfo:
         return ADAPTER_OPTIONS.get(module, frozenset()) | frozenset(self.options), _ACQUIRE_KEYS
 
 
-# Keys of `acquire.<dataset>` that steer acquisition rather than the adapter.
-_ACQUIRE_KEYS = frozenset({"path", "download", "sha256", "url", "allow_unverified"})
+# Keys of `acquire.<dataset>` that steer acquisition rather than the adapter (the archive limits
+# are read by acquire.py's _LIMIT_KEYS; a test keeps the two in step).
+_ACQUIRE_KEYS = frozenset(
+    {"path", "download", "sha256", "url", "allow_unverified"}
+    | {"max_archive_members", "max_unpacked_bytes"}
+)
 
 # The options each adapter module accepts (besides `dataset`, which acquire sets). Declared here,
 # not read from the adapter, so that loading params can reject a typo in `acquire.<dataset>`
