@@ -522,7 +522,7 @@ def test_folder_label_typo_without_classes_is_refused(tmp_path: Path) -> None:
     _relabel(src, {4: "hapy"})  # bob/take_1, line 6; happy stays on the other three speakers
     msg = fails(prepare_folder, src, tmp_path / "typo", "label 'hapy' of bob__take_1", n_folds=2)
     assert f"{src / 'labels.csv'} line 6" in msg and "did you mean 'happy'?" in msg
-    assert "acquire.folder.classes:" in msg and "[angry, happy, sad, hapy]" in msg
+    assert "`acquire.folder.classes: [angry, happy, sad, hapy]`" in msg
     _relabel(src, {4: "happy", 1: "Happy", 7: "Happy"})  # a case variant, even as frequent
     fails(prepare_folder, src, tmp_path / "case", "label 'Happy' of ann__take_1.*typo of 'happy'")
 

@@ -190,7 +190,7 @@ def _folder_classes(value: Any, frame: pd.DataFrame, table: Path, dataset: str) 
             frame["label"], frame["_line"], frame["sample_id"], strict=True
         )
     ]
-    check_labels("folder", rows, classes, f"`acquire.{dataset}.classes:` in params.yaml")
+    check_labels("folder", rows, classes, f"acquire.{dataset}.classes")
     return classes if classes is not None else sorted(frame["label"].unique())
 
 

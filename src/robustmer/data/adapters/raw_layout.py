@@ -222,7 +222,7 @@ def check_labels(
     adapter: str,
     rows: Sequence[LabelRow],
     classes: Sequence[str] | None,
-    declare: str,
+    classes_key: str,
 ) -> None:
     """Refuse a label that would silently become a class of its own; nothing is written yet.
 
@@ -234,7 +234,8 @@ def check_labels(
     count of the other labels is at least SINGLETON_MIN_TYPICAL: a class with one sample cannot
     be in both a training and a test fold, so it is an error even when real. Small corpora where
     every class is rare, and similar names with similar counts (`happy` / `unhappy`), pass.
-    `declare` says where to declare the class list, which accepts such a label as a class.
+    `classes_key` is the params.yaml key that declares the class list (and so accepts such a
+    label as a class).
     """
     if not rows:
         return
@@ -246,7 +247,7 @@ def check_labels(
                     f"{adapter}: {row.file} line {row.line}: label {row.label!r} of "
                     f"{row.sample_id} is not one of the declared classes {list(classes)}"
                     f"{_did_you_mean(row.label, classes)}; fix the row, or add the class to "
-                    f"{declare}"
+                    f"`{classes_key}` in params.yaml"
                 )
         return
     counts = Counter(row.label for row in rows)
@@ -255,27 +256,29 @@ def check_labels(
         first.setdefault(row.label, row)
     suspects = []
     for label in sorted(counts, key=lambda lab: (counts[lab], first[lab].line)):
-        why = _suspect(label, counts)
+        why, intended = _suspect(label, counts)
         if why:
-            suspects.append((first[label], why))
+            suspects.append((first[label], why, intended))
     if not suspects:
         return
-    row, why = suspects[0]
+    row, why, intended = suspects[0]
     others = "; ".join(
-        f"{r.label!r} ({r.file.name} line {r.line})" for r, _ in suspects[1 : MAX_LISTED + 1]
+        f"{r.label!r} ({r.file.name} line {r.line})" for r, _, _ in suspects[1 : MAX_LISTED + 1]
     )
-    kept = [lab for lab in sorted(counts) if lab not in {r.label for r, _ in suspects}]
+    kept = [lab for lab in sorted(counts) if lab not in {r.label for r, _, _ in suspects}]
+    hint = f" (did you mean {intended!r}?)" if intended else ""
     raise DataError(
         f"{adapter}: {row.file} line {row.line}: label {row.label!r} of {row.sample_id} "
-        f"{why}, so it would silently become a class of its own"
+        f"{why}; it would silently become a class of its own"
         + (f" (also suspect: {others})" if others else "")
-        + f". Fix the row, or declare the class list to keep it: {declare} "
-        f"[{', '.join([*kept, row.label])}]"
+        + f". Fix the row{hint}, or, if it is a real class, declare the class list in "
+        f"params.yaml: `{classes_key}: [{', '.join([*kept, row.label])}]`"
     )
 
 
-def _suspect(label: str, counts: Counter[str]) -> str:
-    """Why `label` looks like a mistake among `counts` ("" when it looks like a real class)."""
+def _suspect(label: str, counts: Counter[str]) -> tuple[str, str | None]:
+    """Why `label` looks like a mistake among `counts` ("" when it looks like a real class),
+    and the label likely meant instead (None when there is none)."""
     n = counts[label]
     folded = label.casefold()
     alike = [
@@ -293,14 +296,12 @@ def _suspect(label: str, counts: Counter[str]) -> str:
     ]
     if alike:
         best = max(alike, key=lambda o: (counts[o], -abs(len(o) - len(label))))
-        return (
-            f"occurs {n} time(s) and looks like a typo of {best!r} ({counts[best]} rows): "
-            f"did you mean {best!r}?"
-        )
+        return f"occurs {n} time(s) and looks like a typo of {best!r} ({counts[best]} rows)", best
     others = [c for lab, c in counts.items() if lab != label]
     if n == 1 and others and statistics.median(others) >= SINGLETON_MIN_TYPICAL:
-        return f"occurs only once while the other labels occur {min(others)} to {max(others)} times"
-    return ""
+        why = f"occurs only once while the other labels occur {min(others)} to {max(others)} times"
+        return why, None
+    return "", None
 
 
 def _did_you_mean(label: str, classes: Sequence[str]) -> str:
