@@ -13,9 +13,11 @@ import yaml
 from conftest import tiny_params_dict
 
 from robustmer.config import load_params
-from robustmer.data.registry import ADAPTER_OPTIONS, registry
+from robustmer.data.adapter_options import ADAPTER_OPTIONS, option_names
+from robustmer.data.registry import registry
 from robustmer.errors import ConfigError
-from robustmer.features.registry import KINDS, extractor_class
+from robustmer.features.kinds import KINDS
+from robustmer.features.registry import extractor_class
 
 
 def _write(tmp_path: Path, params: dict[str, Any]) -> Path:
@@ -98,7 +100,7 @@ def test_loading_params_imports_no_adapter_or_extractor_code(tmp_path: Path) -> 
     out = subprocess.run(
         [sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True
     )
-    assert out.stdout.strip() == "['robustmer.features.registry']"
+    assert out.stdout.strip() == "['robustmer.features.kinds']"
 
 
 def test_adapter_option_names_match_the_adapters() -> None:
@@ -126,5 +128,5 @@ def test_extractor_classes_take_their_options_from_the_registry() -> None:
 def test_every_key_acquire_reads_is_an_acquisition_key() -> None:
     from robustmer.data import acquire
 
-    _, acquisition = registry()["emodb"].option_names()
+    _, acquisition = option_names("emodb")
     assert set(acquire._LIMIT_KEYS) <= acquisition

@@ -2,9 +2,9 @@
 
 The schema cannot list these options (they belong to each dataset's adapter and each extractor
 kind), so before this check a typo such as `acquire.folder.n_fold` surfaced only when acquire or
-extract ran, and every other stage accepted it. Option names come from the registries' light
-metadata (data/registry.py ADAPTER_OPTIONS, features/registry.py KINDS): no adapter or extractor
-module, and none of their libraries, is imported here.
+extract ran, and every other stage accepted it. Option names come from plain-data modules
+(data/adapter_options.py, features/kinds.py), not from the registries that import adapters and
+extractors: loading params imports none of them, and a stage's code deps stay small.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import difflib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from robustmer.data.registry import registry
+from robustmer.data.adapter_options import option_names, registry_entries
 from robustmer.errors import ConfigError
-from robustmer.features.registry import MODALITIES, kind_info
+from robustmer.features.kinds import KINDS, MODALITIES
 
 
 def check_options(params: Mapping[str, Any], source: str = "params") -> None:
@@ -25,17 +25,16 @@ def check_options(params: Mapping[str, Any], source: str = "params") -> None:
 
 
 def _check_acquire(acquire: Mapping[str, Any], source: str) -> None:
-    datasets = registry()
+    datasets = registry_entries()
     for name, cfg in acquire.items():
         if name not in datasets:
             raise ConfigError(
                 f"{source}: acquire.{name}: unknown dataset{_hint([name], datasets)} "
                 f"(known: {', '.join(datasets)}); rename or remove the section"
             )
-        info = datasets[name]
-        if info.kind == "generated" or not isinstance(cfg, Mapping):
+        if datasets[name].get("kind") == "generated" or not isinstance(cfg, Mapping):
             continue  # the schema checks the built-in corpus's keys and the section's type
-        adapter, acquisition = info.option_names()
+        adapter, acquisition = option_names(name)
         unknown = sorted(set(cfg) - adapter - acquisition)
         if unknown:
             raise ConfigError(
@@ -49,13 +48,10 @@ def _check_acquire(acquire: Mapping[str, Any], source: str) -> None:
 def _check_extract(extract: Mapping[str, Any], source: str) -> None:
     for modality in MODALITIES:
         for name, entry in (extract.get(modality) or {}).items():
-            if not isinstance(entry, Mapping):
-                continue  # the schema rejects it
-            kind = str(entry.get("kind"))
-            try:
-                known = set(kind_info(kind).options)
-            except ConfigError:
-                continue  # an unknown kind: the schema rejects it
+            kind = entry.get("kind") if isinstance(entry, Mapping) else None
+            if kind not in KINDS:
+                continue  # the schema rejects it (test kinds are checked by their class)
+            known = set(KINDS[kind].options)
             unknown = sorted(set(entry) - known - {"kind"})
             if unknown:
                 raise ConfigError(

@@ -29,11 +29,18 @@ wildcard_constraints:
     condition="|".join(CONDITIONS),
 
 
-# The ground floor every stage imports (params, errors, files, metrics, paths, seeds); `code`
-# adds it to every rule, as dvc.yaml lists it in every stage.
+# The ground floor every stage imports (params and the option tables they are checked against,
+# errors, files, metrics, paths, seeds); `code` adds it to every rule, as dvc.yaml lists it in
+# every stage.
 GROUND = (
     "__init__.py",
     "config.py",
+    "config_options.py",
+    "data/__init__.py",
+    "data/adapter_options.py",
+    "data/registry.yaml",
+    "features/__init__.py",
+    "features/kinds.py",
     "errors.py",
     "io.py",
     "metrics.py",
@@ -59,7 +66,7 @@ def code(*parts):
             if path.is_dir()
             else [str(path)]
         )
-    return files
+    return list(dict.fromkeys(files))  # a folder part may repeat a GROUND file
 
 
 # Cheap or network-bound rules run in the Snakemake process itself (the login node on a

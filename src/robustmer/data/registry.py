@@ -11,11 +11,9 @@ import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
-from importlib import resources
 from typing import Any, Literal
 
-import yaml
-
+from robustmer.data.adapter_options import ACQUIRE_KEYS, registry_entries
 from robustmer.errors import ConfigError
 
 Kind = Literal["generated", "raw", "pack"]
@@ -52,77 +50,15 @@ class DatasetInfo:
         """Registry defaults with the user's `acquire.<name>` keys on top (`path` etc. removed)."""
         out = copy.deepcopy(self.options)
         for key, value in (given or {}).items():
-            if key not in _ACQUIRE_KEYS:
+            if key not in ACQUIRE_KEYS:
                 out[key] = copy.deepcopy(value)
         return out
-
-    def option_names(self) -> tuple[frozenset[str], frozenset[str]]:
-        """(the adapter's options, the acquisition keys) a user may set in `acquire.<name>`."""
-        module = self.adapter.partition(":")[0]
-        return ADAPTER_OPTIONS.get(module, frozenset()) | frozenset(self.options), _ACQUIRE_KEYS
-
-
-# Keys of `acquire.<dataset>` that steer acquisition rather than the adapter (the archive limits
-# are read by acquire.py's _LIMIT_KEYS; a test keeps the two in step).
-_ACQUIRE_KEYS = frozenset(
-    {"path", "download", "sha256", "url", "allow_unverified"}
-    | {"max_archive_members", "max_unpacked_bytes"}
-)
-
-# The options each adapter module accepts (besides `dataset`, which acquire sets). Declared here,
-# not read from the adapter, so that loading params can reject a typo in `acquire.<dataset>`
-# for every stage without importing adapter code; tests/test_config_options.py keeps it equal to
-# the adapters' own defaults.
-ADAPTER_OPTIONS: dict[str, frozenset[str]] = {
-    "adapters.folder": frozenset(["labels", "classes", "n_folds"]),
-    "adapters.emodb": frozenset(["n_folds", "text", "skip_invalid"]),
-    "adapters.ravdess": frozenset(
-        [
-            "channels",
-            "merge_calm",
-            "n_folds",
-            "text",
-            "skip_invalid",
-            "modalities",
-            "drop_incomplete",
-        ]
-    ),
-    "adapters.meld": frozenset(["clips", "drop_missing_clips", "max_per_split"]),
-    "adapters.feature_tables": frozenset(["n_folds", "inner_join", "audio_table", "video_table"]),
-    "adapters.mmin": frozenset(
-        [
-            "classes",
-            "dims",
-            "features",
-            "normalisation",
-            "n_folds",
-            "expected_folds",
-            "speaker_pattern",
-        ]
-    ),
-    "adapters.mmsa": frozenset(["file", "dims", "features"]),
-    "adapters.mertools": frozenset(
-        [
-            "classes",
-            "features",
-            "keep_unlabelled",
-            "labels",
-            "n_folds",
-            "seed",
-            "test",
-            "text_column",
-            "transcripts",
-        ]
-    ),
-}
 
 
 @cache
 def _load() -> dict[str, DatasetInfo]:
-    text = resources.files("robustmer").joinpath("data/registry.yaml").read_text(encoding="utf-8")
-    raw = yaml.safe_load(text)
     out = {}
-    for name, entry in raw.items():
+    for name, entry in registry_entries().items():
         entry = dict(entry)
         entry["options"] = entry.get("options") or {}
         entry["expected"] = entry.get("expected") or {}

@@ -19,8 +19,8 @@ from robustmer.features.base import (
     MediaError,
     OutputSpec,
 )
+from robustmer.features.kinds import kind_defaults
 from robustmer.features.media import check_options, is_bool, read_audio
-from robustmer.features.registry import kind_defaults
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class OpenSmileExtractor(Extractor):
 
     modality = "audio"
     kind = "opensmile"
-    defaults: ClassVar[dict[str, Any]] = kind_defaults("opensmile")  # declared in registry.py
+    defaults: ClassVar[dict[str, Any]] = kind_defaults("opensmile")  # declared in kinds.py
 
     def __init__(self, name: str, cfg: dict[str, Any], device: str = "cpu"):
         super().__init__(name, cfg, device)

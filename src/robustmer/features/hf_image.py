@@ -19,6 +19,7 @@ import numpy as np
 from robustmer.errors import ConfigError
 from robustmer.features.base import Extractor, OutputSpec
 from robustmer.features.faces import FaceFinder, FaceStats, FaceTrack, crop
+from robustmer.features.kinds import kind_defaults
 from robustmer.features.media import (
     check_options,
     is_bool,
@@ -28,7 +29,6 @@ from robustmer.features.media import (
     read_frames,
     video_fps,
 )
-from robustmer.features.registry import kind_defaults
 
 
 class HFImageExtractor(Extractor):
@@ -36,7 +36,7 @@ class HFImageExtractor(Extractor):
 
     modality = "video"
     kind = "hf_image"
-    defaults: ClassVar[dict[str, Any]] = kind_defaults("hf_image")  # declared in registry.py
+    defaults: ClassVar[dict[str, Any]] = kind_defaults("hf_image")  # declared in kinds.py
     fps: float | None = None  # for the frame rate when every frame is used (frames 0)
 
     def __init__(self, name: str, cfg: dict[str, Any], device: str = "cpu"):

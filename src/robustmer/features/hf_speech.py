@@ -20,6 +20,7 @@ import numpy as np
 
 from robustmer.errors import ConfigError
 from robustmer.features.base import Extractor, OutputSpec
+from robustmer.features.kinds import kind_defaults
 from robustmer.features.media import (
     check_options,
     is_bool,
@@ -29,7 +30,6 @@ from robustmer.features.media import (
     local_model_dir,
     model_description,
 )
-from robustmer.features.registry import kind_defaults
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class HFSpeechExtractor(Extractor):
 
     modality = "audio"
     kind = "hf_speech"
-    defaults: ClassVar[dict[str, Any]] = kind_defaults("hf_speech")  # declared in registry.py
+    defaults: ClassVar[dict[str, Any]] = kind_defaults("hf_speech")  # declared in kinds.py
 
     def __init__(self, name: str, cfg: dict[str, Any], device: str = "cpu"):
         super().__init__(name, cfg, device)

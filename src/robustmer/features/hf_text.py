@@ -15,8 +15,8 @@ import numpy as np
 
 from robustmer.errors import ConfigError
 from robustmer.features.base import Extractor, OutputSpec
+from robustmer.features.kinds import kind_defaults
 from robustmer.features.media import check_options, is_int, local_model_dir, model_description
-from robustmer.features.registry import kind_defaults
 from robustmer.features.text import clean_text, force_offline
 
 
@@ -25,7 +25,7 @@ class HFTextExtractor(Extractor):
 
     modality = "text"
     kind = "hf_text"
-    defaults: ClassVar[dict[str, Any]] = kind_defaults("hf_text")  # declared in registry.py
+    defaults: ClassVar[dict[str, Any]] = kind_defaults("hf_text")  # declared in kinds.py
 
     def __init__(self, name: str, cfg: dict[str, Any], device: str = "cpu"):
         super().__init__(name, cfg, device)

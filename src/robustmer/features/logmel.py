@@ -15,8 +15,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from robustmer.features.base import Extractor, OutputSpec
+from robustmer.features.kinds import kind_defaults
 from robustmer.features.media import check_options, is_bool, is_int, is_number, load_audio
-from robustmer.features.registry import kind_defaults
 
 LOG_FLOOR = 1e-6  # keeps digital silence finite; about -138 dB re full-scale power
 
@@ -47,7 +47,7 @@ class LogMelExtractor(Extractor):
 
     modality = "audio"
     kind = "logmel"
-    defaults: ClassVar[dict[str, Any]] = kind_defaults("logmel")  # declared in registry.py
+    defaults: ClassVar[dict[str, Any]] = kind_defaults("logmel")  # declared in kinds.py
 
     def __init__(self, name: str, cfg: dict[str, Any], device: str = "cpu"):
         super().__init__(name, cfg, device)

@@ -1,84 +1,22 @@
 """Extractor kinds: which class implements each `kind` of params.yaml `extract.<modality>.<name>`.
 
 Classes are named by dotted path and imported only when an entry uses them, so the stage (and
-the schema check) works without the heavy libraries of kinds nobody configured. Each kind's
-options (with their defaults) are declared here too, not on the class: loading params checks
-option names for every stage without importing any extractor module.
+the schema check) works without the heavy libraries of kinds nobody configured. The kinds
+themselves (target, options and defaults) are plain data in features/kinds.py.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from robustmer.errors import ConfigError
+from robustmer.features.kinds import KINDS, MODALITIES, Kind
 
 if TYPE_CHECKING:
     from robustmer.features.base import Extractor
-
-MODALITIES = ("audio", "video", "text")
-
-
-@dataclass(frozen=True)
-class Kind:
-    modality: str
-    target: str  # "package.module:Class"
-    torch: bool = False  # runs a torch model: on a GPU it runs in the main process, batched
-    options: Mapping[str, Any] = field(default_factory=dict)  # every option -> its default
-
-
-KINDS: dict[str, Kind] = {
-    "opensmile": Kind(
-        "audio",
-        "robustmer.features.audio:OpenSmileExtractor",
-        options={"feature_set": "eGeMAPSv02", "vad": False},
-    ),
-    "logmel": Kind(
-        "audio",
-        "robustmer.features.logmel:LogMelExtractor",
-        options={"n_mels": 64, "win_ms": 25, "hop_ms": 10, "sample_rate": 16000, "vad": False},
-    ),
-    "hf_speech": Kind(
-        "audio",
-        "robustmer.features.hf_speech:HFSpeechExtractor",
-        torch=True,
-        options={"model_path": None, "chunk_s": 10, "layers": 4, "vad": False},
-    ),
-    "sentence": Kind(
-        "text",
-        "robustmer.features.text:SentenceExtractor",
-        torch=True,
-        options={"model": "minilm", "batch_size": 64, "normalize": True},
-    ),
-    "hf_text": Kind(
-        "text",
-        "robustmer.features.hf_text:HFTextExtractor",
-        torch=True,
-        options={"model_path": None, "layers": 4, "max_length": 512, "batch_size": 16},
-    ),
-    "face_hog": Kind(
-        "video",
-        "robustmer.features.video:FaceHogExtractor",
-        options={
-            "frame_step": 1,
-            "frames": 0,
-            "crop_size": 32,
-            "min_face_size": 24,
-            "detect_every": 3,
-            "detect_max_side": 320,
-            "scale_factor": 1.2,
-        },
-    ),
-    "hf_image": Kind(
-        "video",
-        "robustmer.features.hf_image:HFImageExtractor",
-        torch=True,
-        options={"model_path": None, "frames": 8, "face": True, "batch_size": 32},
-    ),
-}
 
 _OVERRIDES: dict[str, tuple[Kind, type[Extractor]]] = {}
 
@@ -104,11 +42,6 @@ def kind_info(kind: str) -> Kind:
     if kind not in KINDS:
         raise ConfigError(f"unknown extractor kind {kind!r} (known: {', '.join(sorted(KINDS))})")
     return KINDS[kind]
-
-
-def kind_defaults(kind: str) -> dict[str, Any]:
-    """A kind's options and their defaults (an extractor class's `defaults`)."""
-    return dict(KINDS[kind].options)
 
 
 def extractor_class(kind: str) -> type[Extractor]:

@@ -17,13 +17,13 @@ import numpy as np
 
 from robustmer.errors import ConfigError
 from robustmer.features.base import Extractor, OutputSpec
+from robustmer.features.kinds import kind_defaults
 from robustmer.features.media import (
     check_options,
     is_bool,
     is_int,
     model_fingerprint,
 )
-from robustmer.features.registry import kind_defaults
 
 MINILM = "minilm"
 MINILM_DIM = 384
@@ -49,7 +49,7 @@ class SentenceExtractor(Extractor):
 
     modality = "text"
     kind = "sentence"
-    defaults: ClassVar[dict[str, Any]] = kind_defaults("sentence")  # declared in registry.py
+    defaults: ClassVar[dict[str, Any]] = kind_defaults("sentence")  # declared in kinds.py
 
     def __init__(self, name: str, cfg: dict[str, Any], device: str = "cpu"):
         super().__init__(name, cfg, device)

@@ -20,6 +20,7 @@ from robustmer.features.base import (
     OutputSpec,
 )
 from robustmer.features.faces import CASCADE, FaceFinder, FaceStats, FaceTrack, crop
+from robustmer.features.kinds import kind_defaults
 from robustmer.features.media import (
     check_options,
     is_int,
@@ -28,7 +29,6 @@ from robustmer.features.media import (
     read_frames,
     video_fps,
 )
-from robustmer.features.registry import kind_defaults
 
 
 def _hog_shape(size: int) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int], int]:
@@ -52,7 +52,7 @@ class FaceHogExtractor(Extractor):
 
     modality = "video"
     kind = "face_hog"
-    defaults: ClassVar[dict[str, Any]] = kind_defaults("face_hog")  # declared in registry.py
+    defaults: ClassVar[dict[str, Any]] = kind_defaults("face_hog")  # declared in kinds.py
     fps: float | None = None  # set by `probe()` (or the stage) for the frame output's rate
 
     def __init__(self, name: str, cfg: dict[str, Any], device: str = "cpu"):
