@@ -1,4 +1,4 @@
-"""Load params.yaml, validate it against the schema in workflow/schemas/ and fill in defaults.
+"""Load params.yaml, validate it against the package's params schema and fill in defaults.
 
 DVC and Snakemake both hand the same params.yaml to the CLI; this module is the single reader,
 so a typo in a key fails every front door the same way, with the key's path in the message.
@@ -108,7 +108,7 @@ def validate_params(raw: dict[str, Any], source: str = "params") -> Params:
                 for e in errors[:10]
             ]
             raise ConfigError(
-                f"{source} does not match workflow/schemas/params.schema.yaml:\n"
+                f"{source} does not match the schema (robustmer/resources/params.schema.yaml):\n"
                 + "\n".join(lines)
                 + "\nFix the keys above (see the schema for allowed values)."
             )
@@ -180,7 +180,7 @@ class TrainConfig:
     """Optimisation settings: the `train` section, with a model's own overrides on top.
 
     No defaults here: every value comes from the validated params, whose defaults are written
-    once, in the schema's `train` section (workflow/schemas/params.schema.yaml).
+    once, in the schema's `train` section (src/robustmer/resources/params.schema.yaml).
     """
 
     epochs: int
