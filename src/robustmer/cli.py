@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from robustmer import paths
+from robustmer import paths, signals
 from robustmer.config import DEFAULT_PARAMS, Params, load_params
 from robustmer.errors import RobustmerError, ValidationFailed
 
@@ -239,9 +239,12 @@ def lineage(
 def main() -> None:
     start = time.perf_counter()
     stage = sys.argv[1] if len(sys.argv) > 1 else ""
+    signals.stop_on_signals()
     try:
         app()
     except SystemExit as exc:
+        if signals.received() is not None:  # Ctrl-C, SIGTERM from SLURM / Snakemake
+            _interrupted(stage)
         if exc.code in (0, None) and stage in STAGES:
             # Parsed by benchmarks/pipeline_timing.py for per-stage wall times.
             elapsed = time.perf_counter() - start
@@ -253,6 +256,23 @@ def main() -> None:
     except RobustmerError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except Exception as exc:
+        if signals.received() is None:
+            raise
+        _interrupted(stage, exc)  # an error the interrupt caused on its way out
+
+
+def _interrupted(stage: str, secondary: BaseException | None = None) -> None:
+    """One line and the signal's exit code (128 + n) for a stage a signal stopped."""
+    sig = signals.received()
+    assert sig is not None
+    also = f" (while stopping: {type(secondary).__name__}: {secondary})" if secondary else ""
+    typer.echo(
+        f"interrupted by {sig.name}: {stage or 'robustmer'} stopped cleanly; its previous outputs "
+        f"are intact and a rerun resumes where it stopped{also}",
+        err=True,
+    )
+    sys.exit(signals.exit_code(sig))
 
 
 if __name__ == "__main__":

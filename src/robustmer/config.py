@@ -204,6 +204,7 @@ class TrainConfig:
     optimizer: str  # "adam" | "adamw"
     warmup_epochs: float
     min_lr: float
+    checkpoint_every_s: float  # resumable epoch checkpoints (training/resume.py)
 
     @classmethod
     def from_params(
@@ -241,6 +242,7 @@ class TrainConfig:
             optimizer=t["optimizer"],
             warmup_epochs=float(t["warmup_epochs"]),
             min_lr=float(t["min_lr"]),
+            checkpoint_every_s=float(t["checkpoint_every_s"]),
         )
 
 

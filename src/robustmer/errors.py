@@ -15,3 +15,16 @@ class DataError(RobustmerError):
 
 class ValidationFailed(RobustmerError):
     """The validation gate rejected the data; nothing downstream may run."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM (SLURM and Snakemake stop jobs with it) reached a running stage.
+
+    A KeyboardInterrupt, so everything that cleans up after Ctrl-C (MLflow runs ended KILLED,
+    worker pools ended, temporary folders removed) does the same for SIGTERM.
+    """
+
+    def __init__(self, signum: int, name: str):
+        super().__init__(name)
+        self.signum = signum
+        self.name = name

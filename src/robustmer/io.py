@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from robustmer.signals import critical
+
 _CHUNK = 1 << 20
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -55,14 +57,25 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         yield tmp
-        old = target.with_name(f".{target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        if target.exists():
-            target.rename(old)
-        tmp.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
+        swap_dir(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def swap_dir(new: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+    """Put the finished folder `new` in place of `target` (same filesystem).
+
+    The previous folder is renamed away first and deleted only once `new` is in place, so at
+    every instant either the old or the new folder is at `target` (or beside it as `.old`).
+    """
+    new, target = Path(new), Path(target)
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    with critical():  # a SIGTERM between the two renames would leave no folder at `target`
+        if target.exists():
+            target.rename(old)
+        new.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> None:

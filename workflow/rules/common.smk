@@ -43,6 +43,8 @@ GROUND = (
     "features/kinds.py",
     "errors.py",
     "io.py",
+    "signals.py",
+    "workers.py",
     "metrics.py",
     "paths.py",
     "seeding.py",

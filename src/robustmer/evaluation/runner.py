@@ -19,7 +19,8 @@ Acc-7 classes (both sides clipped to [-3, 3] and rounded).
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+import re
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +45,9 @@ from robustmer.data.model_data import (
 from robustmer.data.store import FeatureStore
 from robustmer.device import configure_threads, resolve_device
 from robustmer.errors import DataError
+from robustmer.evaluation.partial import PredictionCache, partial_dir
 from robustmer.evaluation.plots import plot_confusion
-from robustmer.io import atomic_path, read_json, write_json
+from robustmer.io import atomic_path, read_json, sha256_file, write_json
 from robustmer.metrics import (
     REPORT_DEFAULTS,
     classification_metrics,
@@ -118,6 +120,16 @@ def evaluate_model(
     # (the mean of their outputs); its labelled rows are scored as fold "test".
     tested = np.concatenate([split.test for split in folds])
     official = official_test(data)
+    cache = PredictionCache(
+        partial_dir(Path(out["scores"])),
+        {
+            "summary": sha256_file(Path(model_dir) / SUMMARY_FILE),
+            "condition": cond.info,
+            "params": mlflow_run.flatten_params({"model": asdict(spec), "seed": params["seed"],
+                                                 "device": str(device)}),
+        },
+        cfg.checkpoint_every_s,
+    )  # fmt: skip
     for level in cond.levels:
         all_records = cond.level_records(level)
         at = all_records["sample_index"].to_numpy()
@@ -125,6 +137,7 @@ def evaluate_model(
         test_records = all_records[np.isin(at, official)].reset_index(drop=True)
         level_data = _with_overlay(data, cond.overlay(level), spec, frame_inputs)
         level_value = float(all_records["level_value"].iloc[0])
+        level_key = re.sub(r"[^A-Za-z0-9._-]", "_", level)  # a file name in the cache
         for seed in cfg.seeds:
             outputs = np.full((len(records), n_out), np.nan)
             fold_of_row = np.full(len(records), -1, dtype=np.int64)
@@ -137,7 +150,8 @@ def evaluate_model(
                 # Common random numbers: the same draws under every condition and level, so a
                 # stochastic model's scores differ only by what the condition changed.
                 rng_seed = derive_seed(cfg.seed, "evaluate", seed, split.fold)
-                raw = _predict(model, tensors, records.iloc[rows], rng_seed)
+                key = f"{level_key}_seed{seed}_fold{split.fold}"
+                raw = cache.get(key, _predict, model, tensors, records.iloc[rows], rng_seed)
                 outputs[rows] = _as_outputs(raw, data.task)
                 fold_of_row[rows] = split.fold
                 index = records["sample_index"].to_numpy()[rows]
@@ -146,7 +160,9 @@ def evaluate_model(
                                 metrics, keys)  # fmt: skip
                 if len(test_records):
                     rng_seed = derive_seed(cfg.seed, "evaluate-official", seed, split.fold)
-                    test_sum += _predict(model, tensors, test_records, rng_seed)
+                    test_sum += cache.get(
+                        f"{key}_official", _predict, model, tensors, test_records, rng_seed
+                    )
             if (fold_of_row < 0).any():
                 sample = records["sample_id"].iloc[int(np.flatnonzero(fold_of_row < 0)[0])]
                 raise DataError(f"sample {sample!r} is in no test fold; check the manifest folds")
@@ -188,6 +204,7 @@ def evaluate_model(
         title=f"{model_name} / {cond.name} {cond.levels[0]}: {headline} {first[headline]:.3f}",
     )  # fmt: skip
     _track(params, model_name, cond.name, summary, metrics, list(out.values()))
+    cache.clear()
     shown = REPORT_DEFAULTS[data.task]
     for level, m in metrics["levels"].items():
         log.info("%s / %s %s: %s", model_name, cond.name, level,

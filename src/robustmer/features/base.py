@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from robustmer.data.store import FeatureMeta, Level
 from robustmer.errors import ConfigError, DataError
+from robustmer.workers import worker_pool
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -95,7 +96,8 @@ def parallel_map(
     back as `ItemError` values in the item's place instead of stopping the map; `on_result(i,
     value)` runs in this process as each result arrives (completion order), so a caller can
     persist finished work before the map is over. On any other exception (or an interrupt) the
-    queued items are cancelled and the exception propagates.
+    queued items are cancelled, the workers ended (robustmer/workers.py) and the exception
+    propagates.
     """
     call: Callable[[Any], Any] = _Guarded(fn, tuple(errors)) if errors else fn
     disable = os.environ.get("ROBUSTMER_NO_PROGRESS") == "1" or None
@@ -117,8 +119,7 @@ def parallel_map(
             return out
         size = chunksize or max(1, len(items) // (workers * 8))
         starts = range(0, len(items), size)
-        pool = ProcessPoolExecutor(workers, initializer=initializer, initargs=tuple(initargs))
-        try:
+        with worker_pool(workers, initializer, initargs) as pool:
             futures = {pool.submit(_run_chunk, call, list(items[s : s + size])): s for s in starts}
             for future in as_completed(futures):
                 try:
@@ -137,10 +138,6 @@ def parallel_map(
                     ) from exc
                 for offset, value in enumerate(values):
                     done(futures[future] + offset, value)
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-        pool.shutdown()
         return out
     finally:
         bar.close()

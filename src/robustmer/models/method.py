@@ -15,7 +15,7 @@ and tasks without loading any network.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -89,6 +89,7 @@ class FoldContext(Protocol):
         cfg: TrainConfig | None = None,
         tag: str = "",
         keep: str = "best",
+        streams: Sequence[torch.Generator | np.random.Generator] = (),
     ) -> FitResult:
         """The shared loop (Adam, schedules, early stopping on the fold's validation rows).
 
@@ -96,6 +97,13 @@ class FoldContext(Protocol):
         round adds pseudo-labelled rows); `tag` prefixes the logged epoch metrics of this fit;
         `keep="last"` trains every epoch and keeps the last weights without scoring the
         validation rows (label-free pretraining has nothing to select by).
+
+        Every fit is resumable: an interrupted run restarts the unit, replays the fits that had
+        finished (their weights and random states, without training) and continues the one in
+        progress from its last epoch checkpoint. For that to give the same numbers, a recipe
+        must be deterministic between fits given the seed, and pass in `streams` every random
+        generator of its own that the objective draws from during the fit (the loop already
+        saves torch's, NumPy's and Python's global streams and the corruption's).
         """
         ...
 

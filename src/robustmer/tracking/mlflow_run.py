@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -38,6 +39,13 @@ log = logging.getLogger(__name__)
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 _BATCH_LIMIT = 1000  # MLflow's maximum number of metrics in one log_batch call
 _CLEANUP_WAIT_S = 30.0  # after a failure: keep what was logged, but do not hide the error long
+
+OWNER_HOST = "robustmer.host"
+OWNER_PID = "robustmer.pid"
+ORPHAN_NOTE = (
+    "left RUNNING by a process that was killed (SIGKILL, out of memory, node failure); "
+    "marked FAILED at the next start of the same model"
+)
 
 # This process's open runs, innermost last: fold_run nests in the model_run around it.
 _active: list[RunHandle] = []
@@ -207,7 +215,7 @@ def _create_run(
     from mlflow.tracking.context.registry import resolve_tags
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-    user_tags = {**{k: str(v) for k, v in tags.items()}, MLFLOW_RUN_NAME: run_name}
+    user_tags = {**{k: str(v) for k, v in tags.items()}, MLFLOW_RUN_NAME: run_name, **_owner()}
     if parent_run_id is not None:
         user_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
     run = client.create_run(experiment_id, tags=resolve_tags(user_tags), run_name=run_name)
@@ -249,6 +257,62 @@ def _opened(handle: RunHandle) -> Iterator[RunHandle]:
         _active.remove(handle)
 
 
+def _owner() -> dict[str, str]:
+    """Which process holds a run open: how a later start tells a live run from a dead one."""
+    return {OWNER_HOST: socket.gethostname(), OWNER_PID: str(os.getpid())}
+
+
+def _alive(run: Any) -> bool:
+    """Whether the process that opened `run` still runs (only knowable on its own host)."""
+    tags = run.data.tags
+    if tags.get(OWNER_HOST) != socket.gethostname() or not tags.get(OWNER_PID, "").isdigit():
+        return False
+    pid = int(tags[OWNER_PID])
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def close_orphans(client: Any, experiment_id: str, tags: Mapping[str, str]) -> list[str]:
+    """Mark FAILED the RUNNING runs of this model and stage whose process is gone.
+
+    A SIGKILL (SLURM past its grace period, the OOM killer, a node failure) ends a process
+    without any handler running, so its runs stay RUNNING forever. At the next start of the
+    same model and stage into the same folder they are closed, with their nested fold runs,
+    and tagged with why. A run whose process is alive on this host is left alone (with a
+    warning: two trainings of one model into one folder would race).
+    """
+    keys = ("robustmer.model", "robustmer.stage", "robustmer.model_dir")
+    if not all(k in tags and "'" not in tags[k] for k in keys):  # no quoting in the filter
+        return []
+    query = " and ".join(f"tags.`{k}` = '{tags[k]}'" for k in keys)
+    closed = []
+    for run in client.search_runs([experiment_id], f"{query} and attributes.status = 'RUNNING'"):
+        if _alive(run):
+            owner = run.data.tags.get(OWNER_PID)
+            log.warning("MLflow run %s of %s is still open by live process %s",
+                        run.info.run_id, tags["robustmer.model"], owner)  # fmt: skip
+            continue
+        children = client.search_runs(
+            [experiment_id],
+            f"tags.`mlflow.parentRunId` = '{run.info.run_id}' and attributes.status = 'RUNNING'",
+        )
+        for stale in [*children, run]:
+            client.set_tag(stale.info.run_id, "robustmer.end", ORPHAN_NOTE)
+            client.set_terminated(stale.info.run_id, "FAILED")
+            closed.append(stale.info.run_id)
+    if closed:
+        log.warning("%s: marked %d MLflow run(s) left RUNNING by a killed process as FAILED",
+                    tags["robustmer.model"], len(closed))  # fmt: skip
+    return closed
+
+
 @contextmanager
 def model_run(
     params: Mapping[str, Any],
@@ -256,8 +320,12 @@ def model_run(
     tags: Mapping[str, str],
     run_params: Mapping[str, str],
 ) -> Iterator[RunHandle]:
-    """The parent run of one model's training; ends FINISHED, or FAILED on an exception."""
+    """The parent run of one model's training; ends FINISHED, or FAILED on an exception.
+
+    Runs of the same model and stage that a killed process left RUNNING are closed first.
+    """
     client, experiment_id = _connect(params)
+    close_orphans(client, experiment_id, tags)
     with _opened(_create_run(client, experiment_id, run_name, tags)) as run:
         run.log_params(run_params)
         yield run
@@ -305,6 +373,7 @@ def resume_run(
     if run is not None:
         handle = RunHandle(client, run.info.run_id, experiment_id=run.info.experiment_id)
         client.update_run(handle.run_id, status="RUNNING")
+        handle.set_tags(_owner())
     else:
         handle = _create_run(client, experiment_id, run_name, tags)
     with _opened(handle) as opened:

@@ -14,6 +14,7 @@ import torch
 
 from robustmer.errors import DataError
 from robustmer.io import atomic_path
+from robustmer.signals import critical
 
 CHECKPOINT_FORMAT = 1
 
@@ -37,8 +38,8 @@ def save_checkpoint(
     }
     # Through a file object: given a path, torch names the archive's entries after the
     # (random) temporary file, so identical weights would give different bytes and hashes.
-    with atomic_path(path, suffix=".pt") as tmp, open(tmp, "wb") as fh:
-        torch.save(payload, fh)
+    with critical(), atomic_path(path, suffix=".pt") as tmp, open(tmp, "wb") as fh:
+        torch.save(payload, fh)  # a signal meanwhile is raised once the file is complete
 
 
 def load_checkpoint(path: Path, model: str) -> dict[str, Any]:

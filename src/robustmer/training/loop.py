@@ -10,8 +10,9 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,6 +25,12 @@ from robustmer.device import autocast
 from robustmer.metrics import classification_metrics, higher_is_better, regression_metrics
 from robustmer.models.method import FitResult, Objective
 from robustmer.models.missing import forward
+from robustmer.training.resume import (
+    FitCheckpoints,
+    Stream,
+    random_states,
+    restore_random_states,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +53,14 @@ class FitJob:
     objective: Objective | None = None
     val_present: dict[str, np.ndarray] | None = None
     keep: str = "best"  # or "last": no validation, the last epoch's weights (label-free)
+    checkpoints: FitCheckpoints | None = None  # epoch checkpoints to resume from and save to
+    streams: Sequence[Stream] = ()  # random streams the objective draws from (saved with them)
+
+
+def fit_streams(job: FitJob) -> list[Stream]:
+    """The random streams a fit moves besides the global ones: the objective's, corruption's."""
+    own = [job.corruption.rng, job.corruption.generator] if job.corruption is not None else []
+    return [*job.streams, *own]
 
 
 def fit(job: FitJob) -> FitResult:
@@ -69,6 +84,11 @@ def fit(job: FitJob) -> FitResult:
     `warmup_epochs` and follows a half cosine to `min_lr`, stepped per batch (ALBEF/VAT);
     `cfg.grad_clip` clips the gradient
     norm per sub-network when the model lists them, or each entry (`grad_clip_mode: value`).
+
+    With `job.checkpoints` the loop saves its whole state after an epoch (at most every
+    `cfg.checkpoint_every_s` seconds) and, when such a state exists, starts from it: the
+    previous epochs are replayed to `on_epoch` and the result is bit-identical to a run that was
+    never interrupted (training/resume.py).
     """
     model, tensors, train_idx, val_idx, cfg = job.model, job.tensors, job.train, job.val, job.cfg
     n_classes, seed, on_epoch, corruption, objective, val_present = (
@@ -104,8 +124,39 @@ def fit(job: FitJob) -> FitResult:
     best_score, best_epoch, best_state = -np.inf, 0, None
     best_metrics: dict[str, float] = {}
     history: list[dict[str, float]] = []
-    epoch = 0
-    for epoch in range(1, cfg.epochs + 1):
+    schedulers = {"per_step": per_step, "decay": scheduler, "plateau": plateau}
+    streams = fit_streams(job)
+
+    def state() -> dict[str, Any]:
+        return {
+            "epoch": epoch,
+            "model": model.state_dict(),
+            "optimiser": optimiser.state_dict(),
+            "schedulers": {k: v.state_dict() for k, v in schedulers.items() if v is not None},
+            "scaler": scaler.state_dict(),
+            "loader": generator.get_state(),
+            "random": random_states(streams, device),
+            "best": [best_score, best_epoch, best_state, best_metrics],
+            "history": history,
+        }
+
+    saved = job.checkpoints.load_epoch() if job.checkpoints is not None else None
+    epoch = first = 0
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimiser.load_state_dict(saved["optimiser"])
+        for key, value in saved["schedulers"].items():
+            schedulers[key].load_state_dict(value)  # type: ignore[union-attr]
+        scaler.load_state_dict(saved["scaler"])
+        generator.set_state(saved["loader"])
+        restore_random_states(saved["random"], streams, device)
+        best_score, best_epoch, best_state, best_metrics = saved["best"]
+        history, epoch = saved["history"], saved["epoch"]
+        first = epoch
+        log.info("resuming training after epoch %d of %d", epoch, cfg.epochs)
+        for row in history if on_epoch is not None else ():
+            on_epoch(int(row["epoch"]), {k: v for k, v in row.items() if k != "epoch"})
+    for epoch in range(first + 1, cfg.epochs + 1):
         model.train()
         total, count = 0.0, 0
         if corruption is not None:
@@ -139,6 +190,8 @@ def fit(job: FitJob) -> FitResult:
             if on_epoch is not None:
                 on_epoch(epoch, metrics)
             best_epoch, best_metrics = epoch, metrics
+            if job.checkpoints is not None:
+                job.checkpoints.save_epoch(state)
             continue
         out = predict_logits(model, tensors, val_idx, cfg.batch_size, val_present, seed)
         y_val = tensors.y[torch.as_tensor(val_idx, device=device)]
@@ -157,6 +210,8 @@ def fit(job: FitJob) -> FitResult:
             best_state = copy.deepcopy(model.state_dict())
         elif cfg.patience and epoch - best_epoch >= cfg.patience:
             break
+        if job.checkpoints is not None:
+            job.checkpoints.save_epoch(state)
     if job.keep == "last":
         best_state = copy.deepcopy(model.state_dict())
     assert best_state is not None  # at least one epoch ran (epochs >= 1)

@@ -1,7 +1,9 @@
 """`robustmer train <model>`: speaker-independent cross-validation of one model from params.yaml.
 
 Per training seed (`train.seeds`) and fold: fit the normaliser on the training speakers, train
-with early stopping on the validation speakers, save `seed_<s>/fold_<k>.pt`. The folder also
+with early stopping on the validation speakers, save `seed_<s>/fold_<k>.pt`. The folder is built
+beside the previous one and swapped in at the end; an interrupted run resumes where it stopped
+(training/resume.py). The folder also
 gets `train_summary.json` (best epochs, validation metrics, set sizes, MLflow run ids, checkpoint
 sha256), which `robustmer evaluate` and `robustmer lineage` read. The MLflow run id and experiment
 id also go to `<out_dir>/../mlflow-runs/<out_dir name>.json`, a top-level DVC metrics folder, so
@@ -12,8 +14,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +45,15 @@ from robustmer.seeding import derive_seed, seed_everything
 from robustmer.tracking import mlflow_run
 from robustmer.tracking.lineage import lineage_tags
 from robustmer.training.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
-from robustmer.training.loop import FitJob, fit, predict_logits
+from robustmer.training.loop import FitJob, fit, fit_streams, predict_logits
+from robustmer.training.resume import (
+    Building,
+    Stream,
+    inputs_digest,
+    random_states,
+    restore_random_states,
+    source_digest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -108,10 +118,6 @@ def train_model(
     device = resolve_device(cfg.device)
     configure_threads(cfg.num_threads, device)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in [*out_dir.glob("fold_*.pt"), *out_dir.glob("seed_*/fold_*.pt")]:
-        stale.unlink()
-
     tags = {
         **lineage_tags(params, store, data.feature_names),
         "robustmer.model": model_name,
@@ -121,9 +127,14 @@ def train_model(
     }
     run_name = model_name if stage == "train" else f"{model_name}-{stage}"
     started = time.perf_counter()
-    fold_run = FoldRun(params, spec, cfg, data, stage, out_dir, device, tags, pretrain_dir)
+    building = Building(out_dir, _inputs_digest(params, spec, stage, tags, device, pretrain_dir))
+    fold_run = FoldRun(params, spec, cfg, data, stage, building.root, device, tags, pretrain_dir,
+                       building)  # fmt: skip
     with mlflow_run.model_run(params, run_name, tags, run_params(params, spec)) as parent:
         fold_summaries = [fold_run(split, replicate) for replicate in cfg.seeds for split in folds]
+        reused = sum(1 for f in fold_summaries if f.get("reused"))
+        if reused:
+            parent.set_tags({"robustmer.reused_units": str(reused)})
         summary = {
             "model": model_name,
             "arch": spec.arch,
@@ -144,11 +155,37 @@ def train_model(
         }
         parent.log_metrics({**means, "train_seconds": time.perf_counter() - started})
         summary["mlflow_experiment_id"] = parent.client.get_run(parent.run_id).info.experiment_id
-        summary_file = out_dir / (SUMMARY_FILE if stage == "train" else PRETRAIN_SUMMARY)
+        summary_file = building.root / (SUMMARY_FILE if stage == "train" else PRETRAIN_SUMMARY)
         write_json(summary_file, summary)
         parent.log_artifact(summary_file)
+        building.swap_in()
         _write_run_record(out_dir, summary, means)
     return out_dir
+
+
+def _inputs_digest(
+    params: Params,
+    spec: ModelSpec,
+    stage: str,
+    tags: Mapping[str, str],
+    device: torch.device,
+    pretrain_dir: Path | None,
+) -> str:
+    """What the units of a build depend on: a partial build of other inputs is not resumed."""
+    flat = run_params(params, spec)
+    flat.pop("train.checkpoint_every_s", None)  # when to save does not change what is learnt
+    stage1 = Path(pretrain_dir or "") / PRETRAIN_SUMMARY
+    return inputs_digest(
+        {
+            "params": flat,
+            "stage": stage,
+            "features_hash": tags["robustmer.features_hash"],
+            "stage1": sha256_file(stage1) if stage == "train" and stage1.is_file() else None,
+            "source": source_digest(),
+            "torch": torch.__version__,
+            "device": str(device),
+        }
+    )
 
 
 def _write_run_record(out_dir: Path, summary: dict[str, Any], means: dict[str, float]) -> None:
@@ -175,6 +212,7 @@ class FoldRun:
     device: torch.device
     tags: dict[str, str]
     pretrain_dir: Path | None = None
+    building: Building | None = None
 
     def __call__(self, split: FoldSplit, replicate: int) -> dict[str, Any]:
         return _train_fold(self, split, replicate)
@@ -190,6 +228,7 @@ class FoldJob:
     seed: int
     tensors: FoldTensors
     mlrun: mlflow_run.RunHandle
+    fits: int = field(default=0)  # calls of `fit` so far: the index of resume states
 
     @property
     def spec(self) -> ModelSpec:
@@ -227,16 +266,24 @@ class FoldJob:
         cfg: TrainConfig | None = None,
         tag: str = "",
         keep: str = "best",
+        streams: Sequence[Stream] = (),
     ) -> FitResult:
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
             self.mlrun.log_epoch(epoch, {f"{tag}{k}": v for k, v in metrics.items()})
 
+        cfg = self.cfg if cfg is None else cfg
+        checkpoints = None
+        if self.run.building is not None:
+            checkpoints = self.run.building.fit_checkpoints(
+                self.split.fold, self.replicate, self.fits, cfg.checkpoint_every_s
+            )
+        self.fits += 1
         job = FitJob(
             model=model,
             tensors=self.tensors if tensors is None else tensors,
             train=self.split.train if train is None else train,
             val=self.split.val,
-            cfg=self.cfg if cfg is None else cfg,
+            cfg=cfg,
             n_classes=len(self.data.classes),
             seed=self.seed,
             on_epoch=on_epoch,
@@ -244,8 +291,25 @@ class FoldJob:
             objective=objective,
             val_present=val_present,
             keep=keep,
+            checkpoints=checkpoints,
+            streams=streams,
         )
-        return fit(job)
+        done = checkpoints.load_done() if checkpoints is not None else None
+        if done is not None:  # finished before an interruption: replay it
+            model.to(self.device)
+            model.load_state_dict(done["state_dict"])
+            restore_random_states(done["random"], fit_streams(job), self.device)
+            for row in done["history"]:
+                on_epoch(int(row["epoch"]), {k: v for k, v in row.items() if k != "epoch"})
+            return FitResult(done["best_epoch"], done["best_metrics"], done["epochs_run"],
+                             done["state_dict"], done["history"], done["extra"])  # fmt: skip
+        result = fit(job)
+        if checkpoints is not None:
+            checkpoints.save_done({
+                **asdict(result),
+                "random": random_states(fit_streams(job), self.device),
+            })  # fmt: skip
+        return result
 
     def predict(self, model: torch.nn.Module, rows: np.ndarray) -> np.ndarray:
         batch = self.cfg.batch_size
@@ -274,6 +338,11 @@ def _train_fold(run: FoldRun, split: FoldSplit, replicate: int) -> dict[str, Any
         run.params, run.spec, run.cfg, run.data, run.out_dir, run.tags,
     )  # fmt: skip
     seed = fold_seed(params, spec.name, split.fold, replicate, run.stage)
+    done = run.building.done_unit(split.fold, replicate) if run.building is not None else None
+    if done is not None and (out_dir / done["checkpoint"]).is_file():
+        log.info("%s seed %s fold %s: kept from the interrupted run", spec.name, replicate,
+                 split.fold)  # fmt: skip
+        return {**done, "reused": True}
     fold_params = {
         "fold": str(split.fold),
         "train_seed": str(replicate),
@@ -332,7 +401,7 @@ def _train_fold(run: FoldRun, split: FoldSplit, replicate: int) -> dict[str, Any
         len(split.val),
         len(split.test), seconds,
     )  # fmt: skip
-    return {
+    row = {
         "fold": split.fold,
         "train_seed": replicate,
         "checkpoint": path.relative_to(out_dir).as_posix(),
@@ -349,3 +418,6 @@ def _train_fold(run: FoldRun, split: FoldSplit, replicate: int) -> dict[str, Any
         "mlflow_run_id": mlrun.run_id,
         **({"extra": result.extra} if result.extra else {}),
     }
+    if run.building is not None:
+        run.building.finish_unit(split.fold, replicate, row)
+    return row

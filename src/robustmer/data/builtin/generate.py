@@ -7,7 +7,6 @@ same whichever worker renders it and however many workers there are.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from robustmer.data.builtin.transcripts import make_transcript
 from robustmer.data.protocol import WITHHELD_COLUMN
 from robustmer.io import atomic_path, sha256_file, write_json
 from robustmer.seeding import rng
+from robustmer.workers import worker_pool
 
 GENERATOR_VERSION = "1.0.0"
 SOURCE = "builtin"
@@ -96,7 +96,7 @@ def _render_all(tasks: list[_Task], workers: int) -> list[dict[str, Any]]:
         _init_worker()
         return [_render(t) for t in tqdm(tasks, **bar)]
     chunksize = max(1, len(tasks) // (workers * 8))
-    with ProcessPoolExecutor(workers, initializer=_init_worker) as pool:
+    with worker_pool(workers, _init_worker) as pool:
         return list(tqdm(pool.map(_render, tasks, chunksize=chunksize), **bar))
 
 

@@ -67,7 +67,7 @@ class SelfTraining:
         rows = np.union1d(fold.split.train, fold.split.unlabelled)
         generator = torch.Generator().manual_seed(derive_seed(fold.seed, "semi", "noise"))
         result = fold.fit(model, objective=_pretrain_objective(generator), train=rows,
-                          keep="last", tag="pretrain/")  # fmt: skip
+                          keep="last", tag="pretrain/", streams=(generator,))  # fmt: skip
         result.extra = {"n_rows": len(rows), "n_unlabelled": len(fold.split.unlabelled)}
         return result
 
