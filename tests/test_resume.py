@@ -22,7 +22,6 @@ from robustmer.io import read_json
 from robustmer.training import resume
 from robustmer.training.runner import pretrain_model, train_model
 
-FEATURES = {"audio": "egemaps_functionals", "video": "face_hog_mean", "text": "minilm"}
 DETERMINISTIC = ("fold", "train_seed", "checkpoint", "checkpoint_sha256", "best_epoch",
                  "epochs_run", "val", "n_train", "n_val", "n_test", "extra")  # fmt: skip
 
@@ -149,19 +148,13 @@ def test_interrupted_training_keeps_the_previous_model_and_resumes_identically(
 
 
 def semi_params() -> dict:
-    raw = tiny_params_dict(checkpoint_every_s=0)
-    raw["models"] = {
-        "semi": {
-            "arch": "semi",
-            "features": FEATURES,
-            "hidden_dim": 32,
-            "dropout": 0.1,
-            "options": {"ff_dim": 32, "threshold": 0.9, "thresholds": {}, "rounds": 1},
-            "pretrain": {"epochs": 4, "batch_size": 32},
-            "train": {"epochs": 6, "batch_size": 16, "selection_metric": "loss", "patience": 0},
-        }
-    }
-    return validate_params(raw)
+    """test_semi's tiny SEMI with one self-training round, epoch checkpoints every epoch."""
+    from test_semi import semi_params as tiny_semi
+
+    params = tiny_semi(rounds=1)
+    params["train"]["checkpoint_every_s"] = 0
+    params["models"]["semi"]["train"].update(epochs=6, patience=0)
+    return params
 
 
 def test_semi_resumes_pretraining_and_replays_finished_rounds(
