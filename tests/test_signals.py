@@ -11,6 +11,7 @@ outlive their parent, whether it is stopped by SIGTERM or killed by SIGKILL.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -43,7 +44,7 @@ def project(root: Path, seed: int = 7) -> Path:
     """A project folder the CLI can run in: the tiny store and a params.yaml."""
     if not (root / "data" / "features" / "builtin").exists():
         build_synthetic_store(root / "data" / "features" / "builtin")
-    params = tiny_params_dict(epochs=150, patience=0, checkpoint_every_s=0)
+    params = tiny_params_dict(epochs=60, patience=0, checkpoint_every_s=0)
     params["seed"] = seed
     params["models"] = {"fusion_mlp": params["models"]["fusion_mlp"]}
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -91,11 +92,11 @@ def straight(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_a_signal_stops_train_cleanly_and_the_rerun_resumes(
     sig: signal.Signals, straight: Path, tmp_path: Path
 ) -> None:
-    root = project(tmp_path, seed=8)
-    train(root)  # the previous model, from other params
+    root = project(tmp_path)
     target = root / "models" / "fusion_mlp"
+    shutil.copytree(straight, target)  # the previous model, marked as such
+    (target / "previous.txt").write_text("the model before this run")
     previous = folder_digest(target)
-    project(root)  # now the params of `straight`
 
     proc = start_train(root)
     wait_for(first_epoch_saved(root), "the first epoch checkpoint")
@@ -111,6 +112,7 @@ def test_a_signal_stops_train_cleanly_and_the_rerun_resumes(
     ), runs
 
     train(root)
+    assert not (target / "previous.txt").exists()  # replaced by the resumed run's folder
     assert checkpoints(target) == checkpoints(straight)
     assert rows(target) == rows(straight)
     assert not building_dir(target).exists()
