@@ -194,6 +194,44 @@ def report(params: ParamsOpt = DEFAULT_PARAMS) -> None:
     typer.echo(f"report written to {out}")
 
 
+@app.command("ov-score")
+def ov_score(
+    truth: Annotated[Path, typer.Argument(help="ground truth CSV: name, openset")],
+    predicted: Annotated[Path, typer.Argument(help="predictions CSV: name, openset")],
+    synonyms: Annotated[
+        Path | None,
+        typer.Option(
+            help="synonym groups: the per-sample JSON of MER-OV (name -> grouping string) or a "
+            "lexicon, one comma-separated group per line"
+        ),
+    ] = None,
+    parsing: Annotated[
+        str,
+        typer.Option(help="reference: split on quotes as the official scorer; literal: Python"),
+    ] = "reference",
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """The MER-OV open-vocabulary metric: set accuracy, recall and their mean (docs/mer_ov.md)."""
+    import json
+
+    from robustmer.evaluation.open_vocabulary import PARSINGS, score_files
+
+    if parsing not in PARSINGS:
+        raise typer.BadParameter(f"--parsing must be one of {', '.join(PARSINGS)}")
+    result = score_files(truth, predicted, synonyms, parsing)
+    values = {"accuracy": result.accuracy, "recall": result.recall, "score": result.score,
+              "n_samples": result.n_samples,
+              "n_missing_predictions": result.n_missing_predictions}  # fmt: skip
+    if as_json:
+        typer.echo(json.dumps(values, indent=2))
+        return
+    typer.echo(f"accuracy {result.accuracy:.6f}  recall {result.recall:.6f}  "
+               f"score {result.score:.6f}  ({result.n_samples} samples)")  # fmt: skip
+    if result.n_missing_predictions:
+        typer.echo(f"{result.n_missing_predictions} sample(s) have no prediction (scored as "
+                   "empty)", err=True)  # fmt: skip
+
+
 @app.command("track-init")
 def track_init(params: ParamsOpt = DEFAULT_PARAMS) -> None:
     """Create the MLflow store and experiment once, before parallel jobs log to it."""
