@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 from conftest import build_synthetic_store, tiny_params_dict
 
@@ -45,3 +46,25 @@ def test_validation_failure_exit_3_names_the_sample(tmp_path: Path) -> None:
     assert "utt0005" in proc.stderr
     assert (tmp_path / "results/validation/builtin.json").is_file()
     assert "finished in" not in proc.stderr  # no success line for a failed stage
+
+
+def test_help_is_not_reported_as_a_finished_stage(tmp_path: Path) -> None:
+    proc = robustmer(tmp_path, "train", "--help")
+    assert proc.returncode == 0 and "Train one model" in proc.stdout
+    assert "finished in" not in proc.stderr
+
+
+def test_progress_is_logged_as_lines_when_not_on_a_terminal(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A SLURM log is not a terminal: tqdm would stay silent there for the whole stage."""
+    from robustmer.features.base import parallel_map
+
+    monkeypatch.delenv("ROBUSTMER_NO_PROGRESS", raising=False)
+    monkeypatch.setenv("ROBUSTMER_PROGRESS_EVERY_S", "0")
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    with caplog.at_level("INFO", logger="robustmer.progress"):
+        assert parallel_map(abs, [-1, -2, -3], 1, "demo", unit="file") == [1, 2, 3]
+    lines = [r.getMessage() for r in caplog.records if r.name == "robustmer.progress"]
+    assert lines[0].startswith("demo: 1/3 file(s) (33%)") and "left" in lines[0]
+    assert lines[-1].startswith("demo: 3/3 file(s) in")

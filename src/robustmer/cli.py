@@ -283,7 +283,8 @@ def main() -> None:
     except SystemExit as exc:
         if signals.received() is not None:  # Ctrl-C, SIGTERM from SLURM / Snakemake
             _interrupted(stage)
-        if exc.code in (0, None) and stage in STAGES:
+        asked_help = any(a in ("--help", "-h") for a in sys.argv[2:])
+        if exc.code in (0, None) and stage in STAGES and not asked_help:
             # Parsed by benchmarks/pipeline_timing.py for per-stage wall times.
             elapsed = time.perf_counter() - start
             typer.echo(f"[robustmer] {stage} finished in {elapsed:.2f} s", err=True)

@@ -47,6 +47,7 @@ GROUND = (
     "workers.py",
     "metrics.py",
     "paths.py",
+    "progress.py",
     "seeding.py",
 )
 

@@ -6,7 +6,6 @@ a list of per-utterance `[T, D]` arrays plus the metadata the store records with
 
 from __future__ import annotations
 
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import as_completed
@@ -15,10 +14,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
-from tqdm import tqdm
 
 from robustmer.data.store import FeatureMeta, Level
 from robustmer.errors import ConfigError, DataError
+from robustmer.progress import progress
 from robustmer.workers import worker_pool
 
 T = TypeVar("T")
@@ -100,9 +99,8 @@ def parallel_map(
     propagates.
     """
     call: Callable[[Any], Any] = _Guarded(fn, tuple(errors)) if errors else fn
-    disable = os.environ.get("ROBUSTMER_NO_PROGRESS") == "1" or None
     out: list[Any] = [None] * len(items)
-    bar = tqdm(total=len(items), desc=desc, unit=unit, disable=disable)
+    bar = progress(len(items), desc, unit)
 
     def done(index: int, value: Any) -> None:
         out[index] = value

@@ -6,14 +6,12 @@ same whichever worker renders it and however many workers there are.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from robustmer.data.builtin.design import CLASSES, Utterance, check_cfg, design_corpus
 from robustmer.data.builtin.face import render_frames
@@ -22,6 +20,7 @@ from robustmer.data.builtin.speech import synthesize
 from robustmer.data.builtin.transcripts import make_transcript
 from robustmer.data.protocol import WITHHELD_COLUMN
 from robustmer.io import atomic_path, sha256_file, write_json
+from robustmer.progress import track
 from robustmer.seeding import rng
 from robustmer.workers import worker_pool
 
@@ -90,14 +89,13 @@ def _clear_previous(out_dir: Path) -> None:
 
 
 def _render_all(tasks: list[_Task], workers: int) -> list[dict[str, Any]]:
-    disable = os.environ.get("ROBUSTMER_NO_PROGRESS") == "1" or None
-    bar = {"total": len(tasks), "desc": "builtin corpus", "unit": "utt", "disable": disable}
     if workers <= 1 or len(tasks) < 2 * workers:
         _init_worker()
-        return [_render(t) for t in tqdm(tasks, **bar)]
+        return list(track(map(_render, tasks), len(tasks), "builtin corpus", "utt"))
     chunksize = max(1, len(tasks) // (workers * 8))
     with worker_pool(workers, _init_worker) as pool:
-        return list(tqdm(pool.map(_render, tasks, chunksize=chunksize), **bar))
+        rendered = pool.map(_render, tasks, chunksize=chunksize)
+        return list(track(rendered, len(tasks), "builtin corpus", "utt"))
 
 
 def _row(utt: Utterance, text: str, rendered: dict[str, Any]) -> dict[str, Any]:
