@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -68,3 +69,39 @@ def test_progress_is_logged_as_lines_when_not_on_a_terminal(
     lines = [r.getMessage() for r in caplog.records if r.name == "robustmer.progress"]
     assert lines[0].startswith("demo: 1/3 file(s) (33%)") and "left" in lines[0]
     assert lines[-1].startswith("demo: 3/3 file(s) in")
+
+
+def test_a_failed_gate_stops_the_stages_that_read_its_store(tmp_path: Path) -> None:
+    """As DVC and Snakemake do; --force goes on and is recorded on the MLflow run."""
+    import mlflow
+
+    params = tiny_params_dict(epochs=2)
+    params["models"] = {"fusion_mlp": params["models"]["fusion_mlp"]}
+    params["validate"]["min_samples_per_class"] = 1000  # the gate fails on class counts
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    store = build_synthetic_store(tmp_path / "data/features/builtin", n_speakers=4, per_speaker=8)
+    assert robustmer(tmp_path, "validate").returncode == 3
+    for args in (
+        ("train", "fusion_mlp"),
+        ("corrupt", "clean"),
+        ("evaluate", "fusion_mlp", "clean"),
+    ):
+        proc = robustmer(tmp_path, *args)
+        assert proc.returncode == 3, proc.stderr
+        assert "validation gate failed" in proc.stderr and f"robustmer {args[0]} ... --force" in (
+            proc.stderr.replace("\n", " ")
+        )
+    uri = f"sqlite:///{tmp_path}/m.db"
+    forced = subprocess.run(
+        [sys.executable, "-m", "robustmer.cli", "train", "fusion_mlp", "--force"],
+        cwd=tmp_path, capture_output=True, text=True,
+        env={**os.environ, "MLFLOW_TRACKING_URI": uri},
+    )  # fmt: skip
+    assert forced.returncode == 0, forced.stderr
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert runs and all(r.data.tags.get("robustmer.gate_forced") == "true" for r in runs)
+    # A re-extracted store (another store.json) is not judged by the old verdict.
+    info = store / "store.json"
+    info.write_text(info.read_text().replace("{", '{"re-extracted": true,', 1))
+    assert "validation gate" not in robustmer(tmp_path, "corrupt", "clean").stderr

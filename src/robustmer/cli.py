@@ -28,6 +28,19 @@ app = typer.Typer(
 
 STAGES = ("acquire", "extract", "validate", "corrupt", "pretrain", "train", "evaluate", "report")
 ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="params.yaml to read")]
+ForceOpt = Annotated[
+    bool,
+    typer.Option("--force", help="run even though the validation gate failed on this store "
+                 "(recorded in MLflow as robustmer.gate_forced)"),
+]  # fmt: skip
+
+
+def _gate(p: Params, stage: str, force: bool) -> None:
+    """Refuse to read a store the validation gate rejected (docs/pipeline.md)."""
+    from robustmer.gate_status import require_passed
+
+    ds = p["dataset"]
+    require_passed(paths.validation_summary(ds), paths.feature_dir(ds), stage, force)
 
 
 def _params(path: Path) -> Params:
@@ -110,11 +123,13 @@ def validate(params: ParamsOpt = DEFAULT_PARAMS) -> None:
 def corrupt(
     condition: Annotated[str, typer.Argument(help="a condition name from `corrupt.conditions`")],
     params: ParamsOpt = DEFAULT_PARAMS,
+    force: ForceOpt = False,
 ) -> None:
     """Generate one evaluation condition (masks, noise, re-extracted raw noise) once for all."""
     from robustmer.corruption.condition_store import corrupt as run
 
     p = _params(params)
+    _gate(p, "corrupt", force)
     ds = p["dataset"]
     out = run(p, condition, paths.feature_dir(ds), paths.corrupted_dir(ds, condition))
     typer.echo(f"condition {condition} written to {out}")
@@ -124,11 +139,13 @@ def corrupt(
 def pretrain(
     model: Annotated[str, typer.Argument(help="a model name from params.yaml `models`")],
     params: ParamsOpt = DEFAULT_PARAMS,
+    force: ForceOpt = False,
 ) -> None:
     """Stage-1 pretraining on clean data (NMER) into models/MODEL.pretrain/."""
     from robustmer.training.runner import pretrain_model
 
     p = _params(params)
+    _gate(p, "pretrain", force)
     out = pretrain_model(p, model, paths.feature_dir(p["dataset"]), paths.pretrain_dir(model))
     typer.echo(f"pretraining of {model} in {out}")
 
@@ -137,11 +154,13 @@ def pretrain(
 def train(
     model: Annotated[str, typer.Argument(help="a model name from params.yaml `models`")],
     params: ParamsOpt = DEFAULT_PARAMS,
+    force: ForceOpt = False,
 ) -> None:
     """Train one model with speaker-independent cross-validation into models/<model>/."""
     from robustmer.training.runner import train_model
 
     p = _params(params)
+    _gate(p, "train", force)
     out = train_model(
         p,
         model,
@@ -157,11 +176,13 @@ def evaluate(
     model: Annotated[str, typer.Argument(help="a model name from params.yaml `models`")],
     condition: Annotated[str, typer.Argument(help="a condition from `corrupt.conditions`")],
     params: ParamsOpt = DEFAULT_PARAMS,
+    force: ForceOpt = False,
 ) -> None:
     """Score every fold and seed of MODEL on every level of CONDITION."""
     from robustmer.evaluation.runner import evaluate_model
 
     p = _params(params)
+    _gate(p, "evaluate", force)
     ds = p["dataset"]
     metrics = evaluate_model(
         p,

@@ -42,6 +42,7 @@ GROUND = (
     "features/__init__.py",
     "features/kinds.py",
     "errors.py",
+    "gate_status.py",
     "io.py",
     "signals.py",
     "workers.py",

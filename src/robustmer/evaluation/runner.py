@@ -47,6 +47,7 @@ from robustmer.device import configure_threads, resolve_device
 from robustmer.errors import DataError
 from robustmer.evaluation.partial import PredictionCache, partial_dir
 from robustmer.evaluation.plots import plot_confusion
+from robustmer.gate_status import gate_tags
 from robustmer.io import atomic_path, read_json, sha256_file, write_json
 from robustmer.metrics import (
     REPORT_DEFAULTS,
@@ -487,6 +488,7 @@ def _track(
     tags = {
         "robustmer.model": model_name,
         "robustmer.evaluated": "true",  # the run's own `robustmer.stage` (train) stays
+        **gate_tags(),
         **{k.replace("robustmer.", "robustmer.eval_"): v for k, v in git_tags().items()
            if k.startswith("robustmer.")},
     }  # fmt: skip

@@ -16,6 +16,7 @@ from typing import Any
 
 from robustmer import __version__
 from robustmer.data.store import FeatureStore
+from robustmer.gate_status import gate_tags
 from robustmer.io import sha256_file
 
 UNKNOWN = "unknown"
@@ -104,4 +105,5 @@ def lineage_tags(
         "robustmer.features": ",".join(sorted(feature_names)),
         "robustmer.features_hash": store.content_hash(feature_names),
         "robustmer.store_path": store.root.as_posix(),
+        **gate_tags(),
     }

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from robustmer.data.store import FeatureStore
 from robustmer.errors import ValidationFailed
+from robustmer.gate_status import store_digest
 from robustmer.io import atomic_dir, write_json
 from robustmer.validation.report import collect_failures, failure_message, summary
 from robustmer.validation.tables import build_tables
@@ -68,6 +69,7 @@ def run_gate(
         outcomes=outcomes,
         failures=failures,
     )
+    result["store_sha256"] = store_digest(store_dir)  # which store this verdict is about
     write_json(summary_path, result)
     if failures:
         raise ValidationFailed(
