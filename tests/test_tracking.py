@@ -15,6 +15,7 @@ from robustmer.corruption.condition_store import corrupt
 from robustmer.errors import DataError
 from robustmer.evaluation.report import write_report
 from robustmer.evaluation.runner import evaluate_model
+from robustmer.paths import SCORE_COLUMNS
 from robustmer.tracking import mlflow_run
 from robustmer.tracking.lineage import dvc_tags, git_tags
 from robustmer.training.runner import train_model
@@ -393,3 +394,24 @@ def test_models_see_identical_conditions(pipeline: dict) -> None:
     pd.testing.assert_frame_equal(a, b)
     high = a[a["level"] == 0.6]
     assert 0.5 < 1 - high[cols[3:]].to_numpy().mean() < 0.7
+
+
+@pytest.mark.parametrize(
+    ("dataset", "phrase"),
+    [
+        ("meld", "official train / validation / test split"),
+        ("emodb", "speaker-independent cross-validation"),
+        ("iemocap", "published fold table"),
+    ],
+)
+def test_summary_names_its_number_and_the_dataset_protocol(dataset: str, phrase: str) -> None:
+    from robustmer.evaluation.report import markdown_summary, summary_table
+
+    rows = [("m", "clean", "clean", 0.0, fold, 1, "ua", value)
+            for fold, value in (("0", 0.5), ("1", 0.7), ("all", 0.62))]  # fmt: skip
+    summary = summary_table(pd.DataFrame(rows, columns=list(SCORE_COLUMNS)))
+    params = {"dataset": dataset, "train": {"seeds": [1]},
+              "corrupt": {"conditions": {"clean": {"kind": "clean"}}}}  # fmt: skip
+    text = markdown_summary(summary, params, {"classification": ["ua"]})
+    assert phrase in text and "fold mean ± std" in text and "`pooled_mean`" in text
+    assert "60.0 ± 10.0" in text  # the fold mean, as the heading says (the pooled is 62)

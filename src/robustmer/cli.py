@@ -200,7 +200,12 @@ def evaluate(
         },
     )
     for level, m in metrics["levels"].items():
-        typer.echo(f"{model} / {condition} {level}: UA {m['ua']:.4f}  WA {m['wa']:.4f}")
+        shown = [k for k in ("ua", "wa", "acc7", "mae") if k in m][:2]
+        typer.echo(
+            f"{model} / {condition} {level}: "
+            + "  ".join(f"pooled {k.upper()} {m[k]:.4f} (fold mean {m[k + '_fold_mean']:.4f})"
+                        for k in shown)
+        )  # fmt: skip
 
 
 @app.command()

@@ -123,6 +123,21 @@ def task_metrics(params: Params, summary: pd.DataFrame) -> dict[str, list[str]]:
     }
 
 
+PROTOCOL_PHRASES = {
+    "speaker_folds": "test folds by speaker (speaker-independent cross-validation)",
+    "fold_table": "the dataset's published fold table",
+    "splits": "the dataset's official train / validation / test split",
+}
+
+
+def protocol_phrase(dataset: str) -> str:
+    """How the dataset's test rows were chosen, in words, from its registry protocol."""
+    from robustmer.data.registry import registry
+
+    info = registry().get(dataset)
+    return PROTOCOL_PHRASES.get(info.protocol if info else "", PROTOCOL_PHRASES["speaker_folds"])
+
+
 def markdown_summary(
     summary: pd.DataFrame, params: Params, metrics: Mapping[str, Sequence[str]]
 ) -> str:
@@ -135,8 +150,10 @@ def markdown_summary(
     lines = [
         f"# Robustness on `{dataset}`",
         "",
-        f"{unit}: mean ± std over speaker-independent folds and {len(seeds)} training "
-        f"seed(s) {list(seeds)}. Every model is scored on the same stored conditions "
+        f"{unit}: fold mean ± std over every (test fold, training seed) pair, "
+        f"{protocol_phrase(dataset)}, {len(seeds)} training seed(s) {list(seeds)}. The pooled "
+        "score (all test utterances at once, the number `robustmer evaluate` prints) is "
+        "`pooled_mean` in summary.csv. Every model is scored on the same stored conditions "
         "(`data/corrupted/`); how a model fills a missing modality is its own (baselines: "
         "zeros in the normalised space, i.e. the training mean).",
         "",
