@@ -105,3 +105,18 @@ def test_a_failed_gate_stops_the_stages_that_read_its_store(tmp_path: Path) -> N
     info = store / "store.json"
     info.write_text(info.read_text().replace("{", '{"re-extracted": true,', 1))
     assert "validation gate" not in robustmer(tmp_path, "corrupt", "clean").stderr
+
+
+def test_features_lists_names_levels_and_dims(tmp_path: Path) -> None:
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params_dict()))
+    build_synthetic_store(tmp_path / "data/features/builtin", n_speakers=4, per_speaker=8)
+    proc = robustmer(tmp_path, "features")
+    assert proc.returncode == 0, proc.stderr
+    from robustmer.data.store import FeatureStore
+
+    rows = {line.split()[0]: line.split()[1:3] for line in proc.stdout.splitlines()[2:]}
+    store = FeatureStore(tmp_path / "data/features/builtin")
+    assert rows == {n: [store.meta(n).level, str(store.meta(n).dim)] for n in store.feature_names()}
+    assert rows["video/face_hog"][0] == "frame"
+    missing = robustmer(tmp_path, "features", "emodb")
+    assert missing.returncode == 2 and "robustmer extract" in missing.stderr

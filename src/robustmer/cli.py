@@ -220,6 +220,33 @@ def report(params: ParamsOpt = DEFAULT_PARAMS) -> None:
     typer.echo(f"report written to {out}")
 
 
+_RUN_RECORDS = {"stats", "n_placeholders", "frames", "entry"}  # what a run found, not options
+
+
+@app.command()
+def features(
+    dataset: Annotated[
+        str | None, typer.Argument(help="dataset name (default: params.yaml `dataset`)")
+    ] = None,
+    params: ParamsOpt = DEFAULT_PARAMS,
+) -> None:
+    """List the store's features as a model entry names them: modality/name, level, dim, source."""
+    from robustmer.data.store import FeatureStore
+
+    name = dataset or _params(params)["dataset"]
+    store = FeatureStore(paths.feature_dir(name))
+    typer.echo(f"{store.root.as_posix()}: {len(store)} samples, classes {store.classes}; a model "
+               "names a feature as `features: {modality: name}`")  # fmt: skip
+    typer.echo(f"{'feature':34} {'level':9} {'dim':>6} {'rate':>7}  extractor")
+    for feature in store.feature_names():
+        meta = store.meta(feature)
+        rate = f"{meta.frame_rate:g}" if meta.frame_rate else "-"
+        source = ", ".join(f"{k}={v}" for k, v in sorted(meta.params.items())
+                           if k not in _RUN_RECORDS and not isinstance(v, dict))  # fmt: skip
+        typer.echo(f"{feature:34} {meta.level:9} {meta.dim:>6} {rate:>7}  {meta.version}"
+                   + (f" ({source})" if source else ""))  # fmt: skip
+
+
 @app.command("ov-score")
 def ov_score(
     truth: Annotated[Path, typer.Argument(help="ground truth CSV: name, openset")],
