@@ -84,6 +84,7 @@ def pipeline(tiny_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
             params,
             [outputs(root / "results", m, c)["scores"] for m in MODELS for c in CONDITIONS],
             root / "report",
+            robustness_json=root / "robustness.json",
         )
         # The same params again, into other folders (and new MLflow runs).
         train_model(params, "fusion_mlp", tiny_store, root / "again" / "fusion_mlp")
@@ -415,3 +416,34 @@ def test_summary_names_its_number_and_the_dataset_protocol(dataset: str, phrase:
     text = markdown_summary(summary, params, {"classification": ["ua"]})
     assert phrase in text and "fold mean ± std" in text and "`pooled_mean`" in text
     assert "60.0 ± 10.0" in text  # the fold mean, as the heading says (the pooled is 62)
+
+
+def test_report_gives_robustness_as_one_number(pipeline: dict) -> None:
+    """missing_rate (0.0, 0.6) has a curve; feature_noise has one level, clean none."""
+    import mlflow
+
+    from robustmer.evaluation.robustness import relative_robustness
+
+    robust = pd.read_csv(pipeline["root"] / "report" / "robustness.csv")
+    assert set(robust["condition"]) == {"missing_rate"} and set(robust["model"]) == set(MODELS)
+    summary = pd.read_csv(pipeline["root"] / "report" / "summary.csv", dtype={"level": str})
+    cells = summary[(summary["condition"] == "missing_rate") & (summary["metric"] == "ua")]
+    for model in MODELS:
+        curve = cells[cells["model"] == model]["mean"].to_list()
+        row = robust[robust["model"] == model].iloc[0]
+        assert row["relative"] == pytest.approx(relative_robustness(curve))
+    fusion = robust.set_index("model").loc["fusion_mlp"]
+    assert fusion["effective"] == pytest.approx(0.0)  # the reference against itself
+    metric = json.loads((pipeline["root"] / "robustness.json").read_text())
+    assert set(metric) == {"missing_rate"} and set(metric["missing_rate"]) == set(MODELS)
+    text = (pipeline["root"] / "report" / "summary.md").read_text()
+    assert "## Robustness as one number" in text
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{pipeline['root']}/mlflow.db")
+    runs = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()],
+        "tags.`robustmer.stage` = 'report'",
+    )
+    logged = runs[0].data.metrics
+    assert logged["robustness/missing_rate/fusion_mlp/relative"] == pytest.approx(
+        metric["missing_rate"]["fusion_mlp"]["relative"]
+    )

@@ -78,6 +78,7 @@ def test_outputs_follow_the_paths_module() -> None:
         paths.validation_summary(ds),
         paths.data_docs_dir(ds),
         paths.report_dir(ds),
+        paths.robustness_metrics(ds),
     }
     conditions = params["corrupt"]["conditions"]
     expected |= {paths.corrupted_dir(ds, c) for c in conditions}

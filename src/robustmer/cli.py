@@ -216,7 +216,8 @@ def report(params: ParamsOpt = DEFAULT_PARAMS) -> None:
     p = _params(params)
     scores = [paths.scores_file(m, c) for m in p["models"] for c in p["corrupt"]["conditions"]]
     summaries = {m: paths.model_dir(m) / paths.SUMMARY_FILE for m in p["models"]}
-    out = write_report(p, scores, paths.report_dir(p["dataset"]), summaries)
+    out = write_report(p, scores, paths.report_dir(p["dataset"]), summaries,
+                       robustness_json=paths.robustness_metrics(p["dataset"]))  # fmt: skip
     typer.echo(f"report written to {out}")
 
 

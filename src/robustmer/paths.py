@@ -85,6 +85,11 @@ def report_dir(dataset: str) -> Path:
     return RESULTS / "report" / dataset
 
 
+def robustness_metrics(dataset: str) -> Path:
+    """DVC metric: relative and effective robustness per condition and model (the report's)."""
+    return RESULTS / "robustness" / f"{dataset}.json"
+
+
 def run_record_path(out_dir: Path) -> Path:
     """Where the DVC-visible record of a stage's MLflow run goes: beside the model folders."""
     return Path(out_dir).parent / RUN_RECORDS / f"{Path(out_dir).name}.json"

@@ -17,10 +17,12 @@ rule report:
             "evaluation/__init__.py",
             "evaluation/plots.py",
             "evaluation/report.py",
+            "evaluation/robustness.py",
             "tracking",
         ),
     output:
         directory(REPORT),
+        f"results/robustness/{DATASET}.json",
     log:
         "logs/report.log",
     conda:

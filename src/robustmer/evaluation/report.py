@@ -25,6 +25,7 @@ The report files are also logged to MLflow as a `report` run.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,8 @@ from robustmer.config import Params
 from robustmer.corruption.conditions import LEVEL_NAMES, Condition
 from robustmer.errors import DataError
 from robustmer.evaluation.plots import plot_metric_bars, plot_robustness
-from robustmer.io import atomic_path, read_json, write_text
+from robustmer.evaluation.robustness import ONLY_MISSING, reliance_table, robustness_table
+from robustmer.io import atomic_path, read_json, write_json, write_text
 from robustmer.metrics import REPORT_DEFAULTS, metric_task, task_metric_keys
 from robustmer.paths import NOT_FOLD_ROWS, OFFICIAL_TEST_FOLD, POOLED_FOLD, SCORE_COLUMNS
 
@@ -132,10 +134,10 @@ PROTOCOL_PHRASES = {
 
 def protocol_phrase(dataset: str) -> str:
     """How the dataset's test rows were chosen, in words, from its registry protocol."""
-    from robustmer.data.registry import registry
+    from robustmer.data.adapter_options import registry_entries  # plain data, no adapters
 
-    info = registry().get(dataset)
-    return PROTOCOL_PHRASES.get(info.protocol if info else "", PROTOCOL_PHRASES["speaker_folds"])
+    protocol = registry_entries().get(dataset, {}).get("protocol", "")
+    return PROTOCOL_PHRASES.get(protocol, PROTOCOL_PHRASES["speaker_folds"])
 
 
 def markdown_summary(
@@ -253,11 +255,13 @@ def write_report(
     scores_paths: list[Path],
     out_dir: Path,
     train_summaries: Mapping[str, Path] | None = None,
+    robustness_json: Path | None = None,
 ) -> Path:
     """Write the files listed in the module docstring into `out_dir`; return `out_dir`.
 
     `train_summaries` (model -> train_summary.json) adds the self-training records of the
-    models that have them (`pseudo_labels.csv` and a section of summary.md).
+    models that have them (`pseudo_labels.csv` and a section of summary.md). `robustness_json`
+    receives the robustness numbers as a DVC metric (condition -> model -> values).
     """
     out_dir = Path(out_dir)
     results = load_scores(scores_paths)
@@ -267,6 +271,16 @@ def write_report(
     _csv(out_dir / "summary.csv", summary)
     text = markdown_summary(summary, params, metrics)
     files = [out_dir / "results.csv", out_dir / "summary.csv", out_dir / "summary.md"]
+    kinds = {str(c): _kind(params, str(c)) for c in summary["condition"].unique()}
+    headline = next(iter(metrics.values()))[0]  # the first metric shown, e.g. ua
+    reference = params.get("report", {}).get("robustness_reference", "fusion_mlp")
+    robust = robustness_table(summary, kinds, headline, reference)
+    reliance = reliance_table(summary, kinds, headline)
+    _csv(out_dir / "robustness.csv", robust)
+    files.append(out_dir / "robustness.csv")
+    text = text.rstrip("\n") + "\n\n" + "\n".join(robustness_markdown(robust, reliance))
+    if robustness_json is not None:
+        write_json(robustness_json, robustness_metric(robust, reliance))
     pseudo = pseudo_label_table(train_summaries or {})
     if len(pseudo):
         _csv(out_dir / "pseudo_labels.csv", pseudo)
@@ -279,8 +293,75 @@ def write_report(
             files += _curves(params, summary, condition, keys[0], out_dir / "curves", suffix)
         overview = task_metric_keys(task) if task == "classification" else keys
         files.append(_overview(params, summary, overview, out_dir / f"overview{suffix}.png"))
-    _track(params, files)
+    _track(params, files, robustness_metric(robust, reliance))
     return out_dir
+
+
+def robustness_metric(robust: pd.DataFrame, reliance: pd.DataFrame) -> dict[str, Any]:
+    """The DVC metric: condition -> model -> relative / effective (raw and normalised), and
+    reliance -> model -> modality -> drop."""
+    out: dict[str, Any] = {}
+    for row in robust.itertuples(index=False):
+        out.setdefault(str(row.condition), {})[str(row.model)] = {
+            k: _finite(getattr(row, k))
+            for k in ("relative", "effective", "relative_norm", "effective_norm")
+        }
+    if len(reliance):
+        out["reliance"] = {
+            str(row["model"]): {m: _finite(row[m]) for m in ONLY_MISSING}
+            for _, row in reliance.iterrows()
+        }
+    return out
+
+
+def _finite(value: Any) -> float | None:
+    value = float(value)
+    return round(value, 6) if math.isfinite(value) else None
+
+
+def robustness_markdown(robust: pd.DataFrame, reliance: pd.DataFrame) -> list[str]:
+    """summary.md's robustness section: relative / effective per model (rows) and condition."""
+    if not len(robust):
+        return []
+    metric, reference = robust["metric"].iloc[0], robust["reference"].iloc[0]
+    conditions = list(dict.fromkeys(robust["condition"]))
+    lines = [
+        "## Robustness as one number",
+        "",
+        f"{LABELS.get(metric, metric)} fold means. Relative: area under the curve (trapezoid, "
+        "levels 0.1 apart, the clean score first); effective: its gain over the reference "
+        f"`{reference}` shifted to the same clean score (0: robust only by starting higher). "
+        "Raw values, then in brackets min-max normalised over the models below "
+        "(docs/robustness.md).",
+        "",
+        "| model | " + " | ".join(conditions) + " |",
+        "|---|" + "---|" * len(conditions),
+    ]
+    cell = robust.set_index(["model", "condition"])
+    for model in dict.fromkeys(robust["model"]):
+        values = []
+        for c in conditions:
+            if (model, c) not in cell.index:
+                values.append("")
+                continue
+            r = cell.loc[(model, c)]
+            values.append(f"{r['relative']:.3f} / {r['effective']:+.3f} "
+                          f"({r['relative_norm']:.2f} / {r['effective_norm']:.2f})")  # fmt: skip
+        lines.append(f"| {model} | " + " | ".join(values) + " |")
+    if len(reliance):
+        lines += [
+            "",
+            "Reliance: the clean score minus the score with only that modality missing "
+            "(the missing-pattern condition), in points.",
+            "",
+            "| model | " + " | ".join(ONLY_MISSING) + " |",
+            "|---|" + "---|" * len(ONLY_MISSING),
+        ]
+        for _, row in reliance.iterrows():
+            drops = " | ".join(f"{100 * row[m]:+.1f}" if math.isfinite(row[m]) else ""
+                               for m in ONLY_MISSING)  # fmt: skip
+            lines.append(f"| {row['model']} | {drops} |")
+    return [*lines, ""]
 
 
 def _curves(
@@ -345,11 +426,20 @@ def _csv(path: Path, frame: pd.DataFrame) -> None:
         frame.to_csv(tmp, index=False, float_format="%.6g")
 
 
-def _track(params: Params, files: list[Path]) -> None:
+def _track(params: Params, files: list[Path], robustness: Mapping[str, Any]) -> None:
     from robustmer.tracking import mlflow_run
     from robustmer.tracking.lineage import git_tags
 
     tags: dict[str, Any] = {"robustmer.stage": "report", **git_tags()}
+    # MLflow metric keys allow letters, digits, _ - . / and spaces only.
+    flat = {
+        re.sub(r"[^A-Za-z0-9_./ -]", "_", f"robustness/{group}/{model}/{key}"): value
+        for group, models in robustness.items()
+        for model, values in models.items()
+        for key, value in values.items()
+        if value is not None
+    }
     with mlflow_run.model_run(params, "report", tags, {"dataset": str(params["dataset"])}) as run:
+        run.log_metrics(flat)
         for path in files:
             run.log_artifact(path, "report")
