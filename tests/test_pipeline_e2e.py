@@ -244,10 +244,8 @@ def test_fresh_clone_pulls_an_up_to_date_pipeline(dvc_run: Path, tmp_path: Path)
     run(["dvc", "remote", "add", "-d", "shared", str(tmp_path / "remote")], dvc_run)
     run([*git, "add", "dvc.lock", ".dvc/config"], dvc_run)
     # cache: false metrics are not pushed, so git carries them; /results/ is git-ignored.
-    run(
-        [*git, "add", "-f", "results/validation/builtin.json", "results/metrics", "results/robustness"],
-        dvc_run,
-    )
+    tracked = ["results/validation/builtin.json", "results/metrics", "results/robustness"]
+    run([*git, "add", "-f", *tracked], dvc_run)
     run([*git, "commit", "-qm", "results"], dvc_run)
     run(["dvc", "push"], dvc_run)
     clone = tmp_path / "clone"
