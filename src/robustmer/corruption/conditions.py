@@ -9,7 +9,9 @@ from the master seed, so every model is scored on identical masks and noise:
 - `t_audio/t_video/t_text`: feature-noise timestep per modality (-1 = clean), applied in the
   model's normalised input space with `noise_kind`, `schedule` and `num_steps` (= the level T).
 - `snr_db`, `noise_kind`, `blur_rate`, `fraction`: raw-media corruption, applied by
-  `robustmer.corruption.raw_stage` before features are re-extracted.
+  `robustmer.corruption.raw_stage` before features are re-extracted; `fraction` is also the
+  share of frames `temporal_drop` removes from frame-level features (`corruption/temporal.py`,
+  at evaluation, with the condition's `mode` and `modalities`).
 - `seed`: this row's own seed; every random draw made for the row derives from it.
 
 Rows are samples in manifest order, except `missing_pattern`, whose level is a pattern and whose
@@ -47,6 +49,7 @@ _NEEDS_LEVELS = {
     "missing_rate",
     "imder_schedule",
     "feature_noise",
+    "temporal_drop",
     *RAW_KINDS.keys() - {"mer_noise"},
 }
 # What a level means per kind, for tables and curve axes.
@@ -63,6 +66,7 @@ LEVEL_NAMES = {
     "text_word_drop": "dropped word fraction",
     "text_substitution": "substituted word fraction",
     "mer_noise": "MER-NOISE draw",
+    "temporal_drop": "removed frame fraction",
 }
 
 RECORD_COLUMNS = (
@@ -93,6 +97,10 @@ class Condition:
         kind = cfg.pop("kind")
         if kind in _NEEDS_LEVELS and not cfg.get("levels"):
             raise ConfigError(f"condition {name!r} ({kind}) needs `levels`")
+        if kind == "temporal_drop":
+            cfg.setdefault("mode", "random")
+        elif "mode" in cfg:
+            raise ConfigError(f"condition {name!r}: `mode` is a temporal_drop setting, not {kind}")
         if kind in ("feature_noise", "audio_noise") and "noise" not in cfg:
             cfg["noise"] = "gaussian" if kind == "feature_noise" else "white"
         _check_noise(name, kind, cfg)
@@ -176,7 +184,7 @@ def build_records(cond: Condition, manifest: pd.DataFrame, master_seed: int) -> 
             _check_blur(cond, value)
             rec["blur_rate"] = int(value)
         elif cond.kind in ("video_frame_drop", "video_occlusion", "text_word_drop",
-                           "text_substitution"):  # fmt: skip
+                           "text_substitution", "temporal_drop"):  # fmt: skip
             if not 0 <= value < 1:
                 raise ConfigError(f"condition {cond.name!r}: fractions must be in [0, 1)")
             rec["fraction"] = value

@@ -214,15 +214,7 @@ class FeatureStore:
 
     def utterance_matrix(self, name: str) -> np.ndarray:
         """`[N, D]`: the feature itself for utterance-level features, the frame mean otherwise."""
-        values, offsets = np.asarray(self.values(name)), self.offsets(name)
-        lengths = np.diff(offsets)
-        if np.all(lengths == 1):
-            return values.copy()
-        sums = np.zeros((len(lengths), values.shape[1]), dtype=np.float64)
-        nonempty = lengths > 0
-        if nonempty.any():
-            sums[nonempty] = np.add.reduceat(values, offsets[:-1][nonempty], axis=0)
-        return (sums / np.maximum(lengths, 1)[:, None]).astype(np.float32)
+        return frame_means(np.asarray(self.values(name)), self.offsets(name))
 
     def content_hash(self, names: Sequence[str] | None = None) -> str:
         """One hash of the manifest and the chosen features (all by default), for lineage tags."""
@@ -241,3 +233,16 @@ def _file(base: Path, suffix: str) -> Path:
 def feature_hash(values: np.ndarray, offsets: np.ndarray) -> str:
     """The hash store.json records per feature (the lineage audit recomputes it)."""
     return hashlib.sha256((sha256_array(values) + sha256_array(offsets)).encode()).hexdigest()
+
+
+def frame_means(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """`[N, D]` float32: each utterance's mean frame (zeros for an empty one); a copy of
+    `values` when every utterance has one row (an utterance-level feature)."""
+    lengths = np.diff(offsets)
+    if np.all(lengths == 1):
+        return values.copy()
+    sums = np.zeros((len(lengths), values.shape[1]), dtype=np.float64)
+    nonempty = lengths > 0
+    if nonempty.any():
+        sums[nonempty] = np.add.reduceat(values, offsets[:-1][nonempty], axis=0)
+    return (sums / np.maximum(lengths, 1)[:, None]).astype(np.float32)

@@ -32,6 +32,7 @@ from robustmer import MODALITIES
 from robustmer.config import ModelSpec, Params, TrainConfig
 from robustmer.corruption.condition_store import ConditionStore
 from robustmer.corruption.feature_noise import noise_sample, schedule
+from robustmer.corruption.temporal import drop_frames
 from robustmer.data.model_data import (
     FoldSplit,
     FoldTensors,
@@ -137,6 +138,9 @@ def evaluate_model(
         records = all_records[np.isin(at, tested)].reset_index(drop=True)
         test_records = all_records[np.isin(at, official)].reset_index(drop=True)
         level_data = _with_overlay(data, cond.overlay(level), spec, frame_inputs)
+        if cond.kind == "temporal_drop":
+            level_data = drop_frames(level_data, store, spec.features, frame_inputs, all_records,
+                                     cond.info["settings"])  # fmt: skip
         level_value = float(all_records["level_value"].iloc[0])
         level_key = re.sub(r"[^A-Za-z0-9._-]", "_", level)  # a file name in the cache
         for seed in cfg.seeds:
