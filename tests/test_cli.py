@@ -120,3 +120,15 @@ def test_features_lists_names_levels_and_dims(tmp_path: Path) -> None:
     assert rows["video/face_hog"][0] == "frame"
     missing = robustmer(tmp_path, "features", "emodb")
     assert missing.returncode == 2 and "robustmer extract" in missing.stderr
+
+
+def test_a_model_the_dataset_cannot_feed_is_skipped_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params_dict()))
+    audio = {"audio/egemaps_functionals": ("utterance", 8, 1.0)}
+    build_synthetic_store(tmp_path / "data/features/builtin", n_speakers=4, features=audio)
+    proc = robustmer(tmp_path, "train", "fusion_mlp")
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if "skipped" in line]
+    assert len(lines) == 1 and "has no video or text features" in lines[0], proc.stderr
+    assert proc.stdout == ""  # no "trained fusion_mlp into ..."
+    assert "skipped" in (tmp_path / "models/fusion_mlp/train_summary.json").read_text()

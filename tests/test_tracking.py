@@ -323,11 +323,22 @@ def test_checkpoint_from_other_params_is_refused(
                  conditions=pipeline["root"] / "conditions")  # fmt: skip
 
 
-def test_report_names_missing_scores(pipeline: dict, tmp_path: Path) -> None:
+def test_report_names_missing_scores(
+    pipeline: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(
+        "MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db"
+    )  # not the fixture's
     present = outputs(pipeline["root"] / "results", "fusion_mlp", "clean")["scores"]
     ghost = tmp_path / "ghost_model" / "clean.csv"
-    with pytest.raises(DataError, match=r"ghost_model/clean\.csv.*robustmer evaluate ghost_model"):
-        write_report(pipeline["params"], [present, ghost], tmp_path / "rep")
+    # What exists is reported; the missing cell is listed with its fix.
+    write_report(pipeline["params"], [present, ghost], tmp_path / "rep")
+    text = (tmp_path / "rep" / "summary.md").read_text()
+    assert "## Cells without scores" in text
+    assert "| ghost_model | clean | not evaluated" in text  # model, conditions, why
+    assert "robustmer evaluate ghost_model clean" in text
+    with pytest.raises(DataError, match=r"no scores to report.*ghost_model"):
+        write_report(pipeline["params"], [ghost], tmp_path / "rep2")
     broken = tmp_path / "m" / "broken.csv"
     broken.parent.mkdir()
     broken.write_text("a,b\n1,2\n")

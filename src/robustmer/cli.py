@@ -132,7 +132,8 @@ def corrupt(
     _gate(p, "corrupt", force)
     ds = p["dataset"]
     out = run(p, condition, paths.feature_dir(ds), paths.corrupted_dir(ds, condition))
-    typer.echo(f"condition {condition} written to {out}")
+    if not _skipped(out / "condition.json"):
+        typer.echo(f"condition {condition} written to {out}")
 
 
 @app.command()
@@ -147,7 +148,8 @@ def pretrain(
     p = _params(params)
     _gate(p, "pretrain", force)
     out = pretrain_model(p, model, paths.feature_dir(p["dataset"]), paths.pretrain_dir(model))
-    typer.echo(f"pretraining of {model} in {out}")
+    if not _skipped(out / paths.PRETRAIN_SUMMARY):
+        typer.echo(f"pretraining of {model} in {out}")
 
 
 @app.command()
@@ -168,7 +170,8 @@ def train(
         paths.model_dir(model),
         pretrain_dir=paths.pretrain_dir(model),
     )
-    typer.echo(f"trained {model} into {out}")
+    if not _skipped(out / paths.SUMMARY_FILE):
+        typer.echo(f"trained {model} into {out}")
 
 
 @app.command()
@@ -206,6 +209,17 @@ def evaluate(
             + "  ".join(f"pooled {k.upper()} {m[k]:.4f} (fold mean {m[k + '_fold_mean']:.4f})"
                         for k in shown)
         )  # fmt: skip
+
+
+def _skipped(summary: Path) -> bool:
+    """Whether a stage wrote a skip record (a model or condition needs a modality the dataset
+    lacks); the stage has already logged the one line saying why."""
+    from robustmer.io import read_json
+
+    try:
+        return bool(read_json(summary).get("skipped"))
+    except (OSError, ValueError):
+        return False
 
 
 @app.command()

@@ -42,15 +42,24 @@ def corrupt(params: Params, name: str, store_dir: Path, out_dir: Path) -> Path:
     store = FeatureStore(store_dir)
     started = time.perf_counter()
     records = build_records(cond, store.manifest, params["seed"])
+    raw_modalities = [m for m in cond.raw_modalities if m in store.modalities()]
+    skipped = None
+    if cond.raw_modalities and not raw_modalities:
+        skipped = (
+            f"dataset {store.dataset} has no {' or '.join(cond.raw_modalities)} features (its "
+            f"store holds {', '.join(store.modalities()) or 'nothing'}); condition {name} "
+            f"({cond.kind}) corrupts {' and '.join(cond.raw_modalities)}"
+        )
+        log.warning("skipped corrupt %s: %s", name, skipped)
     overlays: dict[str, list[str]] = {}
     with atomic_dir(out_dir) as tmp:
         with atomic_path(tmp / RECORDS_FILE, suffix=".parquet") as path:
             records.to_parquet(path, index=False)
-        if cond.raw_modalities:
+        if raw_modalities:
             for label, group in records.groupby("level", sort=False):
-                log.info("%s: corrupting raw %s at level %s", name, cond.raw_modalities, label)
+                log.info("%s: corrupting raw %s at level %s", name, raw_modalities, label)
                 overlays[str(label)] = build_overlay(
-                    params, cond, group, store, tmp / "levels" / str(label)
+                    params, cond, group, store, tmp / "levels" / str(label), raw_modalities
                 )
         write_json(
             tmp / CONDITION_FILE,
@@ -61,7 +70,8 @@ def corrupt(params: Params, name: str, store_dir: Path, out_dir: Path) -> Path:
                 "levels": [label for label, _ in cond.levels()],
                 "level_values": [value for _, value in cond.levels()],
                 "summary": level_summary(records),
-                "raw_modalities": list(cond.raw_modalities),
+                "raw_modalities": raw_modalities,
+                **({"skipped": skipped} if skipped else {}),
                 "overlay_features": overlays,
                 "seed": params["seed"],
                 "dataset": store.dataset,

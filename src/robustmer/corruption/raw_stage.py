@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -49,14 +50,18 @@ def build_overlay(
     records: pd.DataFrame,
     store: FeatureStore,
     out_dir: Path,
+    modalities: Sequence[str] | None = None,
 ) -> list[str]:
-    """Write the overlay store of one level into `out_dir`; return the feature names written."""
+    """Write the overlay store of one level into `out_dir`; return the feature names written.
+
+    `modalities`: the condition's raw modalities that the dataset has (default: all of them).
+    """
     manifest = store.manifest
     result = Extraction()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".media-", dir=out_dir.parent) as scratch:
         work = Path(scratch)
-        for modality in cond.raw_modalities:
+        for modality in cond.raw_modalities if modalities is None else modalities:
             if _is_identity(records, modality):
                 result.features += _clean_features(store, modality)
             elif modality == "audio":

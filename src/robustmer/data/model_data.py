@@ -101,6 +101,22 @@ class ModelData:
         return len(self.labels)
 
 
+def unavailable(store: FeatureStore, spec: ModelSpec) -> str | None:
+    """Why `spec` cannot run on this dataset at all (a modality it fuses has no feature in the
+    store: video models on EmoDB), or None. The stages skip such a model with this one line; a
+    feature name missing for a modality the store does have stays an error (a typo to fix)."""
+    have = store.modalities()
+    absent = [m for m in MODALITIES if m in spec.features and m not in have]
+    if not absent:
+        return None
+    held = ", ".join(have) or "nothing"
+    needs = ", ".join(f"{m}/{spec.features[m]}" for m in absent)
+    return (
+        f"dataset {store.dataset} has no {' or '.join(absent)} features (its store holds "
+        f"{held}); model {spec.name} needs {needs}"
+    )
+
+
 def load_model_data(store: FeatureStore, spec: ModelSpec, frame_inputs: bool) -> ModelData:
     """Load the features `spec` names; frame features stay sequences only if `frame_inputs`."""
     manifest = store.manifest

@@ -185,6 +185,10 @@ class FeatureStore:
     def feature_names(self) -> list[str]:
         return sorted(self.info["features"])
 
+    def modalities(self) -> list[str]:
+        """The modalities the store has any feature of (EmoDB: audio only)."""
+        return sorted({name.split("/", 1)[0] for name in self.info["features"]})
+
     def _base(self, name: str) -> Path:
         if name not in self.info["features"]:
             raise DataError(

@@ -52,6 +52,17 @@ def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: Path, title: st
     _save(fig, path)
 
 
+def plot_note(path: Path, text: str) -> None:
+    """A figure that only says why there is no plot (a skipped grid cell)."""
+    import textwrap
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 2))
+    ax.axis("off")
+    ax.text(0.5, 0.5, textwrap.fill(text, 70), ha="center", va="center", fontsize=9)
+    _save(fig, path)
+
+
 def plot_metric_bars(
     models: Sequence[str],
     means: Mapping[str, Sequence[float]],

@@ -1,7 +1,9 @@
 """`robustmer report`: the robustness grid as one tidy table, markdown tables and curves.
 
 Reads every (model, condition) scores CSV that `robustmer evaluate` wrote and writes into
-`results/report/<dataset>/`:
+`results/report/<dataset>/` what exists: a cell that was not evaluated, or was skipped because
+its model or condition needs a modality the dataset lacks, is listed with the reason at the end
+of `summary.md` instead of failing the report.
 
 - `results.csv`: all tidy rows (model, condition, level, level_value, fold, seed, metric, value);
 - `summary.csv`: per model, condition, level and metric the mean and std over folds and seeds
@@ -24,6 +26,7 @@ The report files are also logged to MLflow as a `report` run.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -40,6 +43,8 @@ from robustmer.evaluation.robustness import ONLY_MISSING, reliance_table, robust
 from robustmer.io import atomic_path, read_json, write_json, write_text
 from robustmer.metrics import REPORT_DEFAULTS, metric_task, task_metric_keys
 from robustmer.paths import NOT_FOLD_ROWS, OFFICIAL_TEST_FOLD, POOLED_FOLD, SCORE_COLUMNS
+
+log = logging.getLogger(__name__)
 
 LABELS = {
     "wa": "WA",
@@ -68,29 +73,57 @@ DEFINITIONS = {
 }
 
 
-def load_scores(paths: Sequence[Path]) -> pd.DataFrame:
-    """Concatenate scores CSVs; a missing or malformed one is a DataError naming it and the fix."""
-    missing = [Path(p) for p in paths if not Path(p).is_file()]
-    if missing:
-        first = missing[0]
-        raise DataError(
-            f"{len(missing)} scores file(s) missing, first {first}; run `robustmer evaluate "
-            f"{first.parent.name} {first.stem}` (or `dvc repro`)"
-        )
-    frames = []
-    for path in paths:
+def load_scores(paths: Sequence[Path]) -> tuple[pd.DataFrame, list[tuple[str, str, str]]]:
+    """The scores CSVs that exist, concatenated, and (model, condition, why) for each cell that
+    is not there: not evaluated yet (no file), or skipped (its model or condition needs a
+    modality the dataset lacks; the reason is in the cell's metrics JSON). A malformed file is a
+    DataError naming it and the fix, and so is a grid with no scores at all."""
+    frames, absent = [], []
+    for path in map(Path, paths):
+        model, condition = path.parent.name, path.stem
+        if not path.is_file():
+            why = f"not evaluated: no {path}; run `robustmer evaluate {model} {condition}`"
+            absent.append((model, condition, why))
+            continue
         try:
             frame = pd.read_csv(path, dtype={"level": str, "fold": str})
         except (ValueError, pd.errors.ParserError) as exc:
             raise DataError(f"{path}: unreadable scores CSV ({exc}); re-run evaluate") from exc
-        absent = [c for c in SCORE_COLUMNS if c not in frame.columns]
-        if absent or frame.empty:
+        absent_columns = [c for c in SCORE_COLUMNS if c not in frame.columns]
+        reason = _skip_reason(path) if frame.empty and not absent_columns else None
+        if reason is not None:
+            absent.append((model, condition, f"skipped: {reason}"))
+            continue
+        if absent_columns or frame.empty:
             raise DataError(
-                f"{path}: not a robustmer scores file (missing columns {absent} or no rows); "
-                f"re-run `robustmer evaluate {Path(path).parent.name} {Path(path).stem}`"
+                f"{path}: not a robustmer scores file (missing columns {absent_columns} or no "
+                f"rows); re-run `robustmer evaluate {model} {condition}`"
             )
         frames.append(frame[list(SCORE_COLUMNS)])
-    return pd.concat(frames, ignore_index=True)
+    if not frames:
+        first = f"; first: {absent[0][0]} / {absent[0][1]}: {absent[0][2]}" if absent else ""
+        raise DataError(f"no scores to report ({len(absent)} cell(s) absent{first})")
+    return pd.concat(frames, ignore_index=True), absent
+
+
+def _skip_reason(scores: Path) -> str | None:
+    """The reason a skipped cell's metrics JSON (results/metrics/<m>/<c>.json beside
+    results/scores/<m>/<c>.csv) gives, or None."""
+    metrics = scores.parents[2] / "metrics" / scores.parent.name / f"{scores.stem}.json"
+    try:
+        reason = read_json(metrics).get("skipped")
+    except (OSError, ValueError):
+        return None
+    return str(reason) if reason else None
+
+
+def absent_markdown(absent: Sequence[tuple[str, str, str]]) -> list[str]:
+    """summary.md's list of the grid cells that have no scores, and why."""
+    grouped: dict[tuple[str, str], list[str]] = {}
+    for model, condition, why in absent:  # one row per model and reason
+        grouped.setdefault((model, why), []).append(condition)
+    lines = ["## Cells without scores", "", "| model | conditions | why |", "|---|---|---|"]
+    return lines + [f"| {m} | {', '.join(cs)} | {why} |" for (m, why), cs in grouped.items()]
 
 
 def summary_table(results: pd.DataFrame) -> pd.DataFrame:
@@ -264,7 +297,7 @@ def write_report(
     receives the robustness numbers as a DVC metric (condition -> model -> values).
     """
     out_dir = Path(out_dir)
-    results = load_scores(scores_paths)
+    results, absent = load_scores(scores_paths)
     summary = summary_table(results)
     metrics = task_metrics(params, summary)
     _csv(out_dir / "results.csv", results)
@@ -281,6 +314,9 @@ def write_report(
     text = text.rstrip("\n") + "\n\n" + "\n".join(robustness_markdown(robust, reliance))
     if robustness_json is not None:
         write_json(robustness_json, robustness_metric(robust, reliance))
+    if absent:
+        text = text.rstrip("\n") + "\n\n" + "\n".join(absent_markdown(absent))
+        log.warning("report: %d grid cell(s) without scores (listed in summary.md)", len(absent))
     pseudo = pseudo_label_table(train_summaries or {})
     if len(pseudo):
         _csv(out_dir / "pseudo_labels.csv", pseudo)

@@ -47,7 +47,7 @@ from robustmer.data.store import FeatureStore
 from robustmer.device import configure_threads, resolve_device
 from robustmer.errors import DataError
 from robustmer.evaluation.partial import PredictionCache, partial_dir
-from robustmer.evaluation.plots import plot_confusion
+from robustmer.evaluation.plots import plot_confusion, plot_note
 from robustmer.gate_status import gate_tags
 from robustmer.io import atomic_path, read_json, sha256_file, write_json
 from robustmer.metrics import (
@@ -106,6 +106,9 @@ def evaluate_model(
     store = FeatureStore(store_dir)
     cond = ConditionStore(condition_dir)
     cond.check_store(store)
+    reason = summary.get("skipped") or cond.info.get("skipped")
+    if reason:
+        return write_skipped_cell(model_name, cond.name, str(reason), out)
     frame_inputs = method(spec.arch).frame_inputs
     data = load_model_data(store, spec, frame_inputs=frame_inputs)
     folds = data_folds(data, cfg.val_speakers, cfg.seed)
@@ -269,6 +272,21 @@ def summarise(
         "n_folds": int(table.loc[~table["fold"].isin(NOT_FOLD_ROWS), "fold"].nunique()),
         "levels": levels,
     }
+
+
+def write_skipped_cell(
+    model_name: str, condition: str, reason: str, out: dict[str, Path]
+) -> dict[str, Any]:
+    """The outputs of a cell that cannot run on this dataset (its model or condition needs a
+    modality the dataset lacks): no scores, and the reason where the report looks for it."""
+    log.warning("skipped evaluate %s %s: %s", model_name, condition, reason)
+    metrics = {"model": model_name, "condition": condition, "skipped": reason, "levels": {}}
+    _write_csv(Path(out["scores"]), pd.DataFrame(columns=list(SCORE_COLUMNS)))
+    _write_csv(Path(out["predictions"]), pd.DataFrame(columns=["level", "seed", "sample_id"]))
+    _write_csv(Path(out["confusion_csv"]), pd.DataFrame(columns=["actual"]))
+    plot_note(Path(out["confusion_png"]), f"{model_name} / {condition}: skipped. {reason}")
+    write_json(Path(out["metrics"]), metrics)
+    return metrics
 
 
 def _rows(

@@ -32,11 +32,12 @@ from robustmer.data.model_data import (
     Normaliser,
     data_folds,
     load_model_data,
+    unavailable,
 )
 from robustmer.data.store import FeatureStore
 from robustmer.device import configure_threads, resolve_device
 from robustmer.errors import DataError
-from robustmer.io import sha256_file, write_json
+from robustmer.io import atomic_dir, sha256_file, write_json
 from robustmer.metrics import task_metric_keys
 from robustmer.models.method import FitResult, Objective
 from robustmer.models.registry import build_model, check_models, method
@@ -87,12 +88,25 @@ def pretrain_model(params: Params, model_name: str, store_dir: Path, out_dir: Pa
     """
     check_models(params)
     spec = ModelSpec.from_params(params, model_name)
+    reason = unavailable(FeatureStore(store_dir), spec)
+    if reason is not None:
+        return write_skipped(Path(out_dir), model_name, "pretrain", reason)
     if not method(spec.arch).recipe.pretrains:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json(out_dir / PRETRAIN_SUMMARY, {"model": model_name, "pretraining": "none"})
         return out_dir
     return train_model(params, model_name, store_dir, out_dir, stage="pretrain")
+
+
+def write_skipped(out_dir: Path, model_name: str, stage: str, reason: str) -> Path:
+    """The folder of a model that cannot run on this dataset: its summary says why (evaluate and
+    the report read it), so DVC and Snakemake get their outputs and the grid goes on."""
+    log.warning("skipped %s %s: %s", stage, model_name, reason)
+    name = SUMMARY_FILE if stage == "train" else PRETRAIN_SUMMARY
+    with atomic_dir(out_dir) as tmp:
+        write_json(tmp / name, {"model": model_name, "stage": stage, "skipped": reason})
+    return out_dir
 
 
 def train_model(
@@ -113,6 +127,9 @@ def train_model(
     spec = ModelSpec.from_params(params, model_name)
     cfg = TrainConfig.from_params(params, spec, stage)
     store = FeatureStore(store_dir)
+    reason = unavailable(store, spec)
+    if reason is not None:
+        return write_skipped(Path(out_dir), model_name, stage, reason)
     data = load_model_data(store, spec, frame_inputs=method(spec.arch).frame_inputs)
     folds = data_folds(data, cfg.val_speakers, cfg.seed)
     device = resolve_device(cfg.device)
