@@ -42,6 +42,28 @@ def records(kind: dict, n: int = 300, seed: int = 11) -> pd.DataFrame:
     return build_records(Condition.from_params(params, "c"), manifest(n), seed)
 
 
+def test_missing_rate_is_drawn_over_the_modalities_the_dataset_has() -> None:
+    from robustmer.corruption.conditions import level_summary
+
+    params = params_with({"c": {"kind": "missing_rate", "levels": [0.3, 0.7]}})
+    cond = Condition.from_params(params, "c")
+    # All three: exactly the draws of the default call.
+    pd.testing.assert_frame_equal(
+        build_records(cond, manifest(500), 11, MODALITIES), build_records(cond, manifest(500), 11)
+    )
+    with pytest.warns(UserWarning, match="cap for 2 modalities"):
+        rec = build_records(cond, manifest(3000), 11, ["audio", "video"])
+    summary = level_summary(rec, ["audio", "video"])
+    low = present_matrix(rec[rec["level"] == "0.3"])
+    assert low[:, 2].all()  # text: absent from the dataset, nothing to withhold
+    assert low[:, :2].any(axis=1).all()  # audio or video always kept
+    assert summary["0.3"]["achieved_missing_rate"] == pytest.approx(0.3, abs=0.02)
+    assert summary["0.7"]["achieved_missing_rate"] == pytest.approx(0.5)  # the cap for M = 2
+    with pytest.warns(UserWarning, match="cap for 1 modalities"):
+        alone = build_records(cond, manifest(50), 11, ["audio"])
+    assert present_matrix(alone).all()  # one modality: it cannot go missing
+
+
 def test_missing_rate_levels_are_achieved_and_keep_a_modality() -> None:
     rec = records({"kind": "missing_rate", "levels": [0.0, 0.2, 0.5, 0.7]}, n=3000)
     for level, target in (("0", 0.0), ("0.2", 0.2), ("0.5", 0.5), ("0.7", 2 / 3)):

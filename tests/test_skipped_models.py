@@ -25,6 +25,7 @@ CONDITIONS = {
     "clean": {"kind": "clean"},
     "missing_rate": {"kind": "missing_rate", "levels": [0.0, 0.5]},
     "video_blur": {"kind": "video_blur", "levels": [1, 4]},
+    "missing_pattern": {"kind": "missing_pattern"},
 }
 
 
@@ -83,17 +84,27 @@ def test_a_raw_condition_on_an_absent_modality_is_skipped(audio_only: dict) -> N
     assert metrics["levels"] == {} and "corrupts video" in metrics["skipped"]
 
 
+def test_missing_modalities_are_drawn_over_the_dataset_s_own(audio_only: dict) -> None:
+    root = audio_only["root"]
+    pattern = read_json(root / "c" / "missing_pattern" / "condition.json")
+    assert "has audio only" in pattern["skipped"]
+    rate = read_json(root / "c" / "missing_rate" / "condition.json")
+    assert "always keeps one, so nothing could go missing" in rate["skipped"]
+
+
 def test_the_report_shows_what_ran_and_lists_the_rest(audio_only: dict) -> None:
     report = audio_only["root"] / "report"
     results = pd.read_csv(report / "results.csv")
     assert set(results["model"]) == {"audio_mlp"}
-    assert set(results["condition"]) == {"clean", "missing_rate"}
+    assert set(results["condition"]) == {"clean"}
     text = (report / "summary.md").read_text()
     listed = text.split("## Cells without scores")[1]
     assert "| audio_mlp | video_blur | skipped: dataset synthetic has no video" in listed
+    assert "| audio_mlp | missing_rate | skipped: dataset synthetic has audio only" in listed
+    assert "| audio_mlp | missing_pattern | skipped: dataset synthetic has audio only" in listed
     for model in ("fusion_mlp", "nmer"):  # one row per model and reason
-        assert f"| {model} | clean, missing_rate, video_blur | skipped: " in listed
-    assert listed.count("| skipped: ") == 3
+        assert f"| {model} | clean, missing_rate, video_blur, missing_pattern | skipped: " in listed
+    assert listed.count("| skipped: ") == 5
 
 
 def test_a_typo_in_a_feature_name_is_still_an_error(audio_only: dict, tmp_path: Path) -> None:

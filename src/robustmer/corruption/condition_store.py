@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from robustmer import __version__
+from robustmer import MODALITIES, __version__
 from robustmer.config import Params
 from robustmer.corruption.conditions import Condition, build_records, level_summary
 from robustmer.data.store import FeatureStore
@@ -41,9 +41,23 @@ def corrupt(params: Params, name: str, store_dir: Path, out_dir: Path) -> Path:
     cond = Condition.from_params(params, name)
     store = FeatureStore(store_dir)
     started = time.perf_counter()
-    records = build_records(cond, store.manifest, params["seed"])
-    raw_modalities = [m for m in cond.raw_modalities if m in store.modalities()]
+    have = store.modalities()
+    records = build_records(cond, store.manifest, params["seed"], have)
+    raw_modalities = [m for m in cond.raw_modalities if m in have]
     skipped = None
+    over_all = cond.kind in ("missing_pattern", "imder_schedule") or cond.cfg.get("patterns")
+    if over_all and len(have) < len(MODALITIES):
+        skipped = (
+            f"dataset {store.dataset} has {', '.join(have) or 'no modality'} only; condition "
+            f"{name} ({cond.kind}) is defined over audio, video and text"
+        )
+    elif cond.kind == "missing_rate" and len(have) < 2:
+        skipped = (
+            f"dataset {store.dataset} has {', '.join(have) or 'no modality'} only; condition "
+            f"{name} withholds modalities but always keeps one, so nothing could go missing"
+        )
+    if skipped:
+        log.warning("skipped corrupt %s: %s", name, skipped)
     if cond.raw_modalities and not raw_modalities:
         skipped = (
             f"dataset {store.dataset} has no {' or '.join(cond.raw_modalities)} features (its "
@@ -69,7 +83,7 @@ def corrupt(params: Params, name: str, store_dir: Path, out_dir: Path) -> Path:
                 "settings": cond.cfg,
                 "levels": [label for label, _ in cond.levels()],
                 "level_values": [value for _, value in cond.levels()],
-                "summary": level_summary(records),
+                "summary": level_summary(records, have),
                 "raw_modalities": raw_modalities,
                 **({"skipped": skipped} if skipped else {}),
                 "overlay_features": overlays,

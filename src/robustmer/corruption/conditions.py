@@ -23,7 +23,7 @@ once per pattern with that pattern's missing modalities noised at intensity T.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -152,9 +152,21 @@ def _check_noise(name: str, kind: str, cfg: dict[str, Any]) -> None:
                 )
 
 
-def build_records(cond: Condition, manifest: pd.DataFrame, master_seed: int) -> pd.DataFrame:
-    """The condition's per-row records for every level (columns: RECORD_COLUMNS)."""
+def build_records(
+    cond: Condition,
+    manifest: pd.DataFrame,
+    master_seed: int,
+    modalities: Sequence[str] = MODALITIES,
+) -> pd.DataFrame:
+    """The condition's per-row records for every level (columns: RECORD_COLUMNS).
+
+    `modalities`: those the dataset has. Random missingness is drawn over them only (at least
+    one of them kept, the cap (M-1)/M of that M), so an audio + video corpus never "keeps" only
+    its absent text; a modality the dataset lacks is recorded present (there is nothing to
+    withhold and no model reads it). With all three the draws are exactly those of before.
+    """
     ids = manifest["sample_id"].astype(str).to_numpy()
+    own = [j for j, m in enumerate(MODALITIES) if m in modalities]
     frames = []
     for label, value in cond.levels():
         stream = ("corrupt", cond.name, label)
@@ -165,7 +177,9 @@ def build_records(cond: Condition, manifest: pd.DataFrame, master_seed: int) -> 
         rec = _base_rows(cond, label, value, np.arange(n), ids, master_seed)
         draw = rng(master_seed, *stream)
         if cond.kind == "missing_rate":
-            _set_present(rec, masks.random_drop(n, value, draw))
+            present = np.ones((n, len(MODALITIES)), dtype=bool)
+            present[:, own] = masks.random_drop(n, value, draw, n_modalities=len(own))
+            _set_present(rec, present)
         elif cond.kind == "imder_schedule":
             present = masks.imder_batch_schedule(
                 n, cond.cfg["batch_size"], value, draw, released_mr0=cond.cfg["released_mr0"]
@@ -287,11 +301,15 @@ def present_matrix(records: pd.DataFrame) -> np.ndarray:
     return records[[f"present_{m}" for m in MODALITIES]].to_numpy(dtype=bool)
 
 
-def level_summary(records: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """Per level: rows, achieved missing rate, and the mean of whichever noise fields are set."""
+def level_summary(
+    records: pd.DataFrame, modalities: Sequence[str] = MODALITIES
+) -> dict[str, dict[str, Any]]:
+    """Per level: rows, achieved missing rate over the dataset's `modalities`, and the mean of
+    whichever noise fields are set."""
+    own = [j for j, m in enumerate(MODALITIES) if m in modalities]
     out: dict[str, dict[str, Any]] = {}
     for label, group in records.groupby("level", sort=False):
-        present = present_matrix(group)
+        present = present_matrix(group)[:, own]
         info: dict[str, Any] = {
             "rows": len(group),
             "achieved_missing_rate": round(float(1 - present.mean()), 6),
