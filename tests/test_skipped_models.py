@@ -113,3 +113,11 @@ def test_a_typo_in_a_feature_name_is_still_an_error(audio_only: dict, tmp_path: 
     store = audio_only["root"] / "store"
     with pytest.raises(DataError, match="no feature 'audio/egemaps_functional'"):
         train_model(validate_params(raw), "m", store, tmp_path / "m")
+
+
+def test_lineage_of_a_skipped_model_says_why(audio_only: dict) -> None:
+    from robustmer.tracking.audit import trace
+
+    root = audio_only["root"]
+    with pytest.raises(DataError, match=r"fusion_mlp was skipped, not trained.*has no video"):
+        trace(str(root / "fusion_mlp"), root, params={})

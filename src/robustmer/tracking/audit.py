@@ -273,6 +273,9 @@ def _training_from_dir(
     stage, summary = found
     if summary.get("pretraining") == "none":
         raise DataError(f"{model_dir}: {summary.get('model')} has no pretraining to trace")
+    if summary.get("skipped"):
+        raise DataError(f"{model_dir}: {summary.get('model')} was skipped, not trained, so there "
+                        f"is nothing to trace: {summary['skipped']}")  # fmt: skip
     run_id = summary.get("mlflow_run_id")
     run = ctx.run(run_id)
     model = str(summary.get("model", model_dir.name))
