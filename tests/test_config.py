@@ -77,3 +77,41 @@ def test_missing_and_broken_files(tmp_path: Path) -> None:
     scalar.write_text(yaml.safe_dump([1, 2]))
     with pytest.raises(ConfigError, match="mapping"):
         load_params(scalar)
+
+
+def _with_dataset(dataset: str, **nmer: object) -> dict:
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    raw["dataset"] = dataset
+    raw["models"]["nmer"].update(nmer)
+    return raw
+
+
+def test_per_dataset_keys_pick_the_paper_preset_for_the_paper_corpus() -> None:
+    from robustmer.config import preset
+
+    on_iemocap = validate_params(_with_dataset("iemocap"))["models"]["nmer"]
+    assert on_iemocap["features"] == preset("nmer", "iemocap")["features"]
+    assert "per_dataset" not in on_iemocap
+    on_msp = validate_params(_with_dataset("msp_improv"))["models"]["nmer"]
+    assert on_msp["features"] == preset("nmer", "msp_improv")["features"]
+    builtin = validate_params(_with_dataset("builtin"))["models"]["nmer"]
+    assert builtin["features"] == preset("nmer", "builtin_cpu")["features"]
+    imder = validate_params(_with_dataset("mosi"))["models"]["imder"]
+    assert (
+        imder["task"] == "regression" and imder["features"] == preset("imder", "mosi")["features"]
+    )
+
+
+def test_per_dataset_keys_win_and_merge_dicts_one_level() -> None:
+    own = {"iemocap": {"hidden_dim": 96, "train": {"epochs": 3}}}
+    raw = _with_dataset("iemocap", train={"epochs": 7, "lr": 0.01}, per_dataset=own)
+    entry = validate_params(raw)["models"]["nmer"]
+    assert entry["hidden_dim"] == 96
+    assert entry["train"]["epochs"] == 3 and entry["train"]["lr"] == 0.01
+
+
+def test_per_dataset_with_an_unknown_dataset_is_refused() -> None:
+    with pytest.raises(
+        ConfigError, match=r"models.nmer.per_dataset: unknown dataset\(s\) \['iemocapp'\]"
+    ):
+        validate_params(_with_dataset("builtin", per_dataset={"iemocapp": {"preset": "iemocap"}}))

@@ -79,6 +79,36 @@ def preset(arch: str, name: str) -> dict[str, Any]:
     return copy.deepcopy(presets[name])
 
 
+def apply_per_dataset(raw: dict[str, Any]) -> dict[str, Any]:
+    """Model entries with their `per_dataset.<dataset>` keys applied for the params' `dataset`.
+
+    NMER runs with its iemocap preset on IEMOCAP and its msp_improv preset on MSP-IMPROV from
+    one entry: `per_dataset: {iemocap: {preset: iemocap}, msp_improv: {preset: msp_improv}}`.
+    Those keys win over the entry's own (dicts such as `train` merge one level), and the preset
+    they name is expanded afterwards. A dataset name the registry does not know is an error.
+    """
+    out = copy.deepcopy(raw)
+    known = schema()["properties"]["dataset"]["enum"]
+    for name, entry in (out.get("models") or {}).items():
+        if not isinstance(entry, dict) or "per_dataset" not in entry:
+            continue
+        table = entry.pop("per_dataset") or {}
+        if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
+            raise ConfigError(f"models.{name}.per_dataset: a mapping dataset -> model entry keys")
+        unknown = sorted(set(table) - set(known))
+        if unknown:
+            raise ConfigError(
+                f"models.{name}.per_dataset: unknown dataset(s) {unknown} "
+                f"(known: {', '.join(known)})"
+            )
+        for key, value in (table.get(out.get("dataset")) or {}).items():
+            if isinstance(value, dict) and isinstance(entry.get(key), dict):
+                entry[key] = {**entry[key], **value}
+            else:
+                entry[key] = value
+    return out
+
+
 def expand_presets(raw: dict[str, Any]) -> dict[str, Any]:
     """Fill model entries that name a `preset` with its values (the entry's own keys win)."""
     out = copy.deepcopy(raw)
@@ -97,7 +127,7 @@ def expand_presets(raw: dict[str, Any]) -> dict[str, Any]:
 
 def validate_params(raw: dict[str, Any], source: str = "params") -> Params:
     """Return a validated copy of `raw` with presets expanded and every default filled in."""
-    params = expand_presets(raw)
+    params = expand_presets(apply_per_dataset(raw))
     # Two passes: the first fills defaults of nested objects created by outer defaults.
     validator = _Validator(schema())
     for _ in range(2):
