@@ -44,26 +44,8 @@ def corrupt(params: Params, name: str, store_dir: Path, out_dir: Path) -> Path:
     have = store.modalities()
     records = build_records(cond, store.manifest, params["seed"], have)
     raw_modalities = [m for m in cond.raw_modalities if m in have]
-    skipped = None
-    over_all = cond.kind in ("missing_pattern", "imder_schedule") or cond.cfg.get("patterns")
-    if over_all and len(have) < len(MODALITIES):
-        skipped = (
-            f"dataset {store.dataset} has {', '.join(have) or 'no modality'} only; condition "
-            f"{name} ({cond.kind}) is defined over audio, video and text"
-        )
-    elif cond.kind == "missing_rate" and len(have) < 2:
-        skipped = (
-            f"dataset {store.dataset} has {', '.join(have) or 'no modality'} only; condition "
-            f"{name} withholds modalities but always keeps one, so nothing could go missing"
-        )
+    skipped = skip_reason(cond, store.dataset, have)
     if skipped:
-        log.warning("skipped corrupt %s: %s", name, skipped)
-    if cond.raw_modalities and not raw_modalities:
-        skipped = (
-            f"dataset {store.dataset} has no {' or '.join(cond.raw_modalities)} features (its "
-            f"store holds {', '.join(store.modalities()) or 'nothing'}); condition {name} "
-            f"({cond.kind}) corrupts {' and '.join(cond.raw_modalities)}"
-        )
         log.warning("skipped corrupt %s: %s", name, skipped)
     overlays: dict[str, list[str]] = {}
     with atomic_dir(out_dir) as tmp:
@@ -96,6 +78,27 @@ def corrupt(params: Params, name: str, store_dir: Path, out_dir: Path) -> Path:
         )
     log.info("%s: %d rows over %d level(s) in %s", name, len(records), len(cond.levels()), out_dir)
     return out_dir
+
+
+def skip_reason(cond: Condition, dataset: str, have: list[str]) -> str | None:
+    """Why `cond` means nothing on a dataset with only the modalities `have`, or None.
+
+    Patterns and the IMDer schedule are defined over all three modalities; a missing rate needs
+    two (one is always kept); a raw-media condition needs one of the modalities it corrupts.
+    """
+    held = ", ".join(have) or "no modality"
+    over_all = cond.kind in ("missing_pattern", "imder_schedule") or cond.cfg.get("patterns")
+    if over_all and len(have) < len(MODALITIES):
+        return (f"dataset {dataset} has {held} only; condition {cond.name} ({cond.kind}) is "
+                "defined over audio, video and text")  # fmt: skip
+    if cond.kind == "missing_rate" and len(have) < 2:
+        return (f"dataset {dataset} has {held} only; condition {cond.name} withholds modalities "
+                "but always keeps one, so nothing could go missing")  # fmt: skip
+    if cond.raw_modalities and not set(cond.raw_modalities) & set(have):
+        return (f"dataset {dataset} has no {' or '.join(cond.raw_modalities)} features (its store "
+                f"holds {', '.join(have) or 'nothing'}); condition {cond.name} ({cond.kind}) "
+                f"corrupts {' and '.join(cond.raw_modalities)}")  # fmt: skip
+    return None
 
 
 @dataclass
