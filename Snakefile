@@ -14,13 +14,15 @@ include: "workflow/rules/report.smk"
 rule all:
     default_target: True
     input:
-        VALIDATION_SUMMARY,
+        expand(VALIDATION_SUMMARY, dataset=DATASETS),
         expand(
-            "results/metrics/{model}/{condition}.json",
+            "results/{dataset}/metrics/{model}/{condition}.json",
+            dataset=DATASETS,
             model=MODELS,
             condition=CONDITIONS,
         ),
-        REPORT,
+        expand(REPORT, dataset=DATASETS),
+        expand("results/cross_corpus/{cross}.json", cross=CROSS),
 
 
 # Once, before any job: create the MLflow store and experiment, so parallel jobs only log to it

@@ -82,7 +82,7 @@ def main() -> None:
         kinds: dict[str, float] = {}
         for name, t in stages:
             kinds[name.split("@")[0]] = kinds.get(name.split("@")[0], 0.0) + t
-        report = next((clone / "results/report").iterdir())
+        report = next(clone.glob("results/*/report"))
         summary = pd.read_csv(report / "summary.csv", dtype={"level": str})
         ua = summary[summary["metric"] == "ua"]
         table: dict[str, dict[str, list[float]]] = {}

@@ -45,7 +45,7 @@ def test_validation_failure_exit_3_names_the_sample(tmp_path: Path) -> None:
     proc = robustmer(tmp_path, "validate")
     assert proc.returncode == 3, proc.stderr
     assert "utt0005" in proc.stderr
-    assert (tmp_path / "results/validation/builtin.json").is_file()
+    assert (tmp_path / "results/builtin/validation.json").is_file()
     assert "finished in" not in proc.stderr  # no success line for a failed stage
 
 
@@ -131,4 +131,4 @@ def test_a_model_the_dataset_cannot_feed_is_skipped_in_one_line(tmp_path: Path) 
     lines = [line for line in proc.stderr.splitlines() if "skipped" in line]
     assert len(lines) == 1 and "has no video or text features" in lines[0], proc.stderr
     assert proc.stdout == ""  # no "trained fusion_mlp into ..."
-    assert "skipped" in (tmp_path / "models/fusion_mlp/train_summary.json").read_text()
+    assert "skipped" in (tmp_path / "models/builtin/fusion_mlp/train_summary.json").read_text()

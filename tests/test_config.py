@@ -81,7 +81,7 @@ def test_missing_and_broken_files(tmp_path: Path) -> None:
 
 def _with_dataset(dataset: str, **nmer: object) -> dict:
     raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
-    raw["dataset"] = dataset
+    raw["datasets"] = [dataset]
     raw["models"]["nmer"].update(nmer)
     return raw
 

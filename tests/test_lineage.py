@@ -64,22 +64,22 @@ def _add_raw_corpus(root: Path) -> None:
 
 
 def _build(root: Path, params: dict[str, Any]) -> None:
-    store, model = paths.feature_dir(DATASET), paths.model_dir(MODEL)
+    store, model = paths.feature_dir(DATASET), paths.model_dir(DATASET, MODEL)
     for condition in CONDITIONS:
         corrupt(params, condition, store, paths.corrupted_dir(DATASET, condition))
     train_model(params, MODEL, store, model)
     for condition in CONDITIONS:
         out = {
-            "metrics": paths.metrics_file(MODEL, condition),
-            "scores": paths.scores_file(MODEL, condition),
-            "predictions": paths.predictions_file(MODEL, condition),
-            "confusion_png": paths.confusion_png(MODEL, condition),
-            "confusion_csv": paths.confusion_csv(MODEL, condition),
+            "metrics": paths.metrics_file(DATASET, MODEL, condition),
+            "scores": paths.scores_file(DATASET, MODEL, condition),
+            "predictions": paths.predictions_file(DATASET, MODEL, condition),
+            "confusion_png": paths.confusion_png(DATASET, MODEL, condition),
+            "confusion_csv": paths.confusion_csv(DATASET, MODEL, condition),
         }
         evaluate_model(
             params, MODEL, condition, store, model, paths.corrupted_dir(DATASET, condition), out
         )
-    scores = [paths.scores_file(MODEL, c) for c in CONDITIONS]
+    scores = [paths.scores_file(DATASET, MODEL, c) for c in CONDITIONS]
     write_report(params, scores, paths.report_dir(DATASET))
 
 
@@ -101,7 +101,7 @@ def project(tiny_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         with pytest.MonkeyPatch.context() as cwd:
             cwd.chdir(root)
             _build(root, params)
-        summary = read_json(root / paths.model_dir(MODEL) / "train_summary.json")
+        summary = read_json(root / paths.model_dir(DATASET, MODEL) / "train_summary.json")
         yield {"root": root, "params": params, "uri": uri, "summary": summary, "base": base}
 
 
@@ -125,9 +125,9 @@ def test_training_records_checkpoint_hashes_and_the_dvc_side(project: dict) -> N
         "train": paths.SUMMARY_FILE, "pretrain": paths.PRETRAIN_SUMMARY
     }  # fmt: skip
     for fold in summary["folds"]:
-        path = root / paths.model_dir(MODEL) / fold["checkpoint"]
+        path = root / paths.model_dir(DATASET, MODEL) / fold["checkpoint"]
         assert fold["checkpoint_sha256"] == sha256_file(path)
-    record = read_json(paths.run_record_path(root / paths.model_dir(MODEL)))
+    record = read_json(paths.run_record_path(root / paths.model_dir(DATASET, MODEL)))
     assert record["mlflow_run_id"] == summary["mlflow_run_id"]
     assert record["mlflow_experiment_id"] == summary["mlflow_experiment_id"]
     assert 0.0 <= record["cv_val_ua"] <= 1.0
@@ -170,11 +170,11 @@ def test_run_id_traces_to_commit_params_store_and_checkpoints(project: dict) -> 
 
 def test_model_file_and_results_rows(project: dict) -> None:
     root = project["root"]
-    checkpoint = (paths.model_dir(MODEL) / "seed_1" / "fold_2.pt").as_posix()
+    checkpoint = (paths.model_dir(DATASET, MODEL) / "seed_1" / "fold_2.pt").as_posix()
     result = trace(checkpoint, root)
     assert result.ok and result.target["kind"] == "checkpoint"
     assert [link.path for link in _by_kind(result, "checkpoint")] == [f"{checkpoint}"]
-    assert trace(paths.model_dir(MODEL).as_posix(), root).ok
+    assert trace(paths.model_dir(DATASET, MODEL).as_posix(), root).ok
 
     table = root / paths.report_dir(DATASET) / "results.csv"
     import pandas as pd
@@ -193,7 +193,7 @@ def test_model_file_and_results_rows(project: dict) -> None:
     assert picked.ok and len(_by_kind(picked, "checkpoint")) == 3
     (evaluation,) = _by_kind(picked, "evaluation")
     assert sorted(evaluation.recorded) == ["0.5/macro_f1", "0.5/ua", "0.5/wa", "0.5/weighted_f1"]
-    scores = trace(paths.scores_file(MODEL, "clean").as_posix(), root)
+    scores = trace(paths.scores_file(DATASET, MODEL, "clean").as_posix(), root)
     assert scores.ok and len(_by_kind(scores, "checkpoint")) == 3
 
 
@@ -219,7 +219,11 @@ def test_altered_feature_fails_the_cli_with_exit_3(project: dict, tmp_path: Path
     assert link["path"] == "data/features/builtin/features/text/minilm.values.npy"
 
     shown = subprocess.run(
-        [*cmd, "models/fusion_mlp"], cwd=project["root"], env=env, capture_output=True, text=True
+        [*cmd, "models/builtin/fusion_mlp"],
+        cwd=project["root"],
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert shown.returncode == 0, shown.stdout[-3000:] + shown.stderr[-2000:]
     assert "every link checks out" in shown.stdout
@@ -229,10 +233,10 @@ def test_missing_checkpoint_changed_media_and_rebuilt_store(project: dict, tmp_p
     from conftest import build_synthetic_store
 
     root = _copy(project, tmp_path)
-    model = root / paths.model_dir(MODEL)
+    model = root / paths.model_dir(DATASET, MODEL)
     (model / "seed_1" / "fold_0.pt").unlink()
     (root / paths.raw_dir(DATASET) / "media" / "utt1.wav").write_bytes(b"changed")
-    result = trace(paths.model_dir(MODEL).as_posix(), root)
+    result = trace(paths.model_dir(DATASET, MODEL).as_posix(), root)
     statuses = _statuses(result)
     assert statuses["checkpoint:seed 1 fold 0"] == MISSING
     assert statuses["checkpoint:seed 1 fold 1"] == OK
@@ -240,14 +244,14 @@ def test_missing_checkpoint_changed_media_and_rebuilt_store(project: dict, tmp_p
     assert media.status == ALTERED and media.info["problems"] == [
         {"path": "data/raw/builtin/media/utt1.wav", "status": ALTERED}
     ]
-    model_dir = paths.model_dir(MODEL).as_posix()
+    model_dir = paths.model_dir(DATASET, MODEL).as_posix()
     (sampled,) = _by_kind(trace(model_dir, root, media_sample=1), "media")
     (deep,) = _by_kind(trace(model_dir, root, media_sample=1, deep=True), "media")
     assert (sampled.name, deep.name) == ("1 of 3 files", "3 of 3 files")
 
     shutil.rmtree(root / paths.feature_dir(DATASET))
     build_synthetic_store(root / paths.feature_dir(DATASET), seed=5)
-    row = trace(f"{paths.scores_file(MODEL, 'clean').as_posix()}:0", root)
+    row = trace(f"{paths.scores_file(DATASET, MODEL, 'clean').as_posix()}:0", root)
     kinds = {link.kind: link.status for link in row.links}
     assert kinds["feature_store"] == STALE and kinds["condition"] == STALE
     # The new store is consistent, just not the one trained on; it records no raw corpus.

@@ -103,13 +103,14 @@ def test_a_plugin_method_trains_and_evaluates_through_the_cli(tmp_path: Path) ->
                  ["evaluate", "toy", "clean"]):  # fmt: skip
         proc = _cli(root, env, *args)
         assert proc.returncode == 0, (args, proc.stderr[-3000:])
-    assert sorted((root / "models/toy.pretrain").glob("seed_*/fold_*.pt"))
-    summary = json.loads((root / "models/toy/train_summary.json").read_text())
+    assert sorted((root / "models/builtin/toy.pretrain").glob("seed_*/fold_*.pt"))
+    summary = json.loads((root / "models/builtin/toy/train_summary.json").read_text())
     assert summary["arch"] == "toy_method"
     for fold in summary["folds"]:
         assert fold["extra"]["n_train"] == fold["n_train"]
         assert fold["extra"]["n_unlabelled"] == 0  # the synthetic store has no pool
-    ua = json.loads((root / "results/metrics/toy/clean.json").read_text())["levels"]["clean"]["ua"]
+    cell = json.loads((root / "results/builtin/metrics/toy/clean.json").read_text())
+    ua = cell["levels"]["clean"]["ua"]
     assert ua > 0.5  # 4 classes: chance is 0.25
 
 

@@ -1,9 +1,11 @@
-"""End to end: the whole pipeline through `dvc repro` and through `snakemake` on a tiny corpus.
+"""End to end: the whole pipeline through `dvc repro` and through `snakemake` on tiny corpora.
 
-Both run in temporary copies of the project with the same tiny params file (a small robustness
-grid: feature-level and raw-media conditions); they must finish, agree exactly on every metric,
-the fusion baseline must beat chance by a wide margin, and accuracy must fall as the missing
-rate, the feature noise and the audio noise grow.
+Both run in temporary copies of the project with the same tiny params file: two datasets (the
+built-in corpus and an audio-only folder of labelled wav files), a small robustness grid
+(feature-level and raw-media conditions) and one cross-corpus cell (built-in -> folder). They
+must finish, agree exactly on every metric, the fusion baseline must beat chance by a wide
+margin, accuracy must fall as the missing rate, the feature noise and the audio noise grow, and
+on the audio-only dataset the models and conditions that need video or text are skipped.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from dataset_fixtures_raw import build_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_MODELS = ("audio_mlp", "fusion_mlp", "nmer", "imder", "semi")
@@ -27,10 +30,13 @@ TINY_CONDITIONS = {
     "audio_snr": {"kind": "audio_noise", "noise": "babble", "levels": [20, -5]},
     "video_blur": {"kind": "video_blur", "levels": [1, 4]},
 }
+# The audio-only dataset: 6 speakers x 3 classes of sine tones, 3 speaker folds.
+FOLDER_SPEAKERS = ("ann", "bob", "cat", "dan", "eve", "fay")
+NEEDS_VIDEO_OR_TEXT = ("fusion_mlp", "nmer", "imder", "semi")
 pytestmark = pytest.mark.e2e
 
 
-def tiny_params() -> dict:
+def tiny_params(folder: Path | None = None) -> dict:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     # 16 labelled utterances per speaker, and 8 in the unlabelled pool (SEMI learns from them).
     params["acquire"]["builtin"].update(
@@ -59,10 +65,17 @@ def tiny_params() -> dict:
         train={"epochs": 10},
     )
     params["corrupt"]["conditions"] = TINY_CONDITIONS
+    if folder is not None:  # a second dataset, and the built-in models scored on it
+        params["datasets"] = ["builtin", "folder"]
+        params["acquire"]["folder"] = {"path": str(folder), "n_folds": 3}
+        params["cross_corpus"]["label_maps"]["folder"] = {c: c for c in ("sad", "happy", "angry")}
+        params["cross_corpus"]["evaluations"] = {
+            "builtin_on_folder": {"train": "builtin", "test": "folder", "models": ["audio_mlp"]}
+        }
     return params
 
 
-def project_copy(dest: Path) -> Path:
+def project_copy(dest: Path, two_datasets: bool = False) -> Path:
     """Copy what git would ship (tracked and untracked-but-not-ignored files) and commit it."""
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
@@ -76,7 +89,12 @@ def project_copy(dest: Path) -> Path:
         if src.is_file():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel, follow_symlinks=False)
-    (dest / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    folder = None
+    if two_datasets:  # outside the project: a user's copy of their corpus
+        folder = build_folder(
+            dest.parent / f"{dest.name}-folder", FOLDER_SPEAKERS, text_column=False
+        )
+    (dest / "params.yaml").write_text(yaml.safe_dump(tiny_params(folder), sort_keys=False))
     git = ["git", "-c", "user.name=ci", "-c", "user.email=ci@localhost"]
     run(["git", "init", "-q"], dest)
     run([*git, "add", "-A"], dest)
@@ -114,9 +132,9 @@ def run(cmd: list[str], cwd: Path, timeout: int = 1800) -> str:
     return out
 
 
-def metrics(root: Path) -> dict[str, dict]:
+def metrics(root: Path, dataset: str = "builtin") -> dict[str, dict]:
     """`model/condition` -> that evaluation's metrics JSON."""
-    folder = root / "results/metrics"
+    folder = root / "results" / dataset / "metrics"
     return {
         p.relative_to(folder).with_suffix("").as_posix(): json.loads(p.read_text())
         for p in folder.glob("*/*.json")
@@ -129,14 +147,14 @@ def ua(got: dict[str, dict], model: str, condition: str, level: str) -> float:
 
 @pytest.fixture(scope="module")
 def dvc_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = project_copy(tmp_path_factory.mktemp("dvc"))
+    root = project_copy(tmp_path_factory.mktemp("dvc"), two_datasets=True)
     run(["dvc", "repro"], root)
     return root
 
 
 @pytest.fixture(scope="module")
 def snakemake_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = project_copy(tmp_path_factory.mktemp("snakemake"))
+    root = project_copy(tmp_path_factory.mktemp("snakemake"), two_datasets=True)
     run(["snakemake", "--cores", "2"], root)
     return root
 
@@ -144,13 +162,13 @@ def snakemake_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_dvc_repro_runs_everything(dvc_run: Path) -> None:
     got = metrics(dvc_run)
     assert sorted(got) == sorted(f"{m}/{c}" for m in TINY_MODELS for c in TINY_CONDITIONS)
-    summary = json.loads((dvc_run / "results/validation/builtin.json").read_text())
+    summary = json.loads((dvc_run / "results/builtin/validation.json").read_text())
     assert summary["success"] is True
-    report = dvc_run / "results/report/builtin"
+    report = dvc_run / "results/builtin/report"
     assert "## audio_snr" in (report / "summary.md").read_text()
     for condition in TINY_CONDITIONS:
         assert (report / "curves" / f"{condition}.png").stat().st_size > 1000
-    assert (dvc_run / "results/plots/clean/fusion_mlp_confusion.png").stat().st_size > 1000
+    assert (dvc_run / "results/builtin/plots/clean/fusion_mlp_confusion.png").stat().st_size > 1000
     assert (dvc_run / "dvc.lock").is_file()
     # Four classes: chance is 0.25; the fusion baseline must be far above it.
     assert ua(got, "fusion_mlp", "clean", "clean") > 0.6, got["fusion_mlp/clean"]
@@ -159,10 +177,34 @@ def test_dvc_repro_runs_everything(dvc_run: Path) -> None:
     assert ua(got, "nmer", "clean", "clean") > 0.33, got["nmer/clean"]
     assert ua(got, "imder", "clean", "clean") > 0.33, got["imder/clean"]
     assert ua(got, "semi", "clean", "clean") > 0.33, got["semi/clean"]
-    semi = json.loads((dvc_run / "models/semi/train_summary.json").read_text())
+    semi = json.loads((dvc_run / "models/builtin/semi/train_summary.json").read_text())
     rounds = [r for f in semi["folds"] for r in f["extra"]["pseudo_labels"]]
     assert len(rounds) == len(semi["folds"]) and all(r["n_pool"] > 0 for r in rounds)
     assert "## Pseudo-labels (self-training)" in (report / "summary.md").read_text()
+
+
+def test_two_datasets_side_by_side(dvc_run: Path) -> None:
+    """Each dataset keeps its own models and results; the audio-only one skips what needs
+    video or text, with the reason in its report; the cross-corpus cell scores the built-in
+    audio model on the folder's shared classes."""
+    got = metrics(dvc_run, "folder")
+    assert sorted(got) == sorted(f"{m}/{c}" for m in TINY_MODELS for c in TINY_CONDITIONS)
+    assert got["audio_mlp/clean"]["levels"]["clean"]["ua"] >= 0.0
+    for model in NEEDS_VIDEO_OR_TEXT:
+        summary = json.loads((dvc_run / f"models/folder/{model}/train_summary.json").read_text())
+        assert "no video or text features" in summary["skipped"], summary
+        assert (dvc_run / f"models/builtin/{model}/train_summary.json").is_file()
+    assert "skipped" in got["audio_mlp/video_blur"] and "skipped" in got["audio_mlp/missing_rate"]
+    assert got["audio_mlp/audio_snr"]["levels"]  # its one modality is corrupted and scored
+    text = (dvc_run / "results/folder/report/summary.md").read_text()
+    assert "# Robustness on `folder`" in text and "## Cells without scores" in text
+    cross = json.loads((dvc_run / "results/cross_corpus/builtin_on_folder.json").read_text())
+    assert cross["shared_classes"] == ["happy", "angry", "sad"]
+    assert 0.0 <= cross["models"]["audio_mlp"]["clean"]["clean"]["ua"] <= 1.0
+    table = (dvc_run / "results/cross_corpus/builtin_on_folder/scores.csv").read_text()
+    assert table.startswith("train_dataset,test_dataset,model,condition,level")
+    results = (dvc_run / "results/folder/report/results.csv").read_text()
+    assert results.startswith("train_dataset,test_dataset,model,condition,level")
 
 
 def test_accuracy_falls_as_data_degrades(dvc_run: Path) -> None:
@@ -205,9 +247,12 @@ def test_mlflow_run_per_model_with_lineage_tags(dvc_run: Path) -> None:
     exp = client.get_experiment_by_name("robustmer")
     runs = client.search_runs([exp.experiment_id])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    parents = [r for r in parents if r.data.params.get("dataset", "builtin") == "builtin"
+               or r.info.run_name == "cross-corpus-builtin_on_folder"]  # fmt: skip
     assert sorted(r.info.run_name for r in parents) == sorted(
-        [*TINY_MODELS, "nmer-pretrain", "imder-pretrain", "semi-pretrain", "report"]
-    )
+        [*TINY_MODELS, "nmer-pretrain", "imder-pretrain", "semi-pretrain", "report",
+         "cross-corpus-builtin_on_folder"]
+    )  # fmt: skip
     parents = [r for r in parents if r.info.run_name in TINY_MODELS]
     commit = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=dvc_run, capture_output=True, text=True
@@ -223,11 +268,15 @@ def test_mlflow_run_per_model_with_lineage_tags(dvc_run: Path) -> None:
 
 def test_snakemake_matches_dvc(dvc_run: Path, snakemake_run: Path) -> None:
     assert metrics(snakemake_run) == metrics(dvc_run)
+    assert metrics(snakemake_run, "folder") == metrics(dvc_run, "folder")
     for rel in (
-        "results/validation/builtin.json",
-        "results/predictions/clean/fusion_mlp.csv",
-        "results/scores/fusion_mlp/audio_snr.csv",
-        "results/report/builtin/results.csv",
+        "results/builtin/validation.json",
+        "results/builtin/predictions/clean/fusion_mlp.csv",
+        "results/builtin/scores/fusion_mlp/audio_snr.csv",
+        "results/builtin/report/results.csv",
+        "results/folder/report/results.csv",
+        "results/cross_corpus/builtin_on_folder.json",
+        "results/cross_corpus/builtin_on_folder/scores.csv",
     ):
         assert (snakemake_run / rel).read_text() == (dvc_run / rel).read_text(), rel
     dry = run(["snakemake", "-n"], snakemake_run)
@@ -244,7 +293,11 @@ def test_fresh_clone_pulls_an_up_to_date_pipeline(dvc_run: Path, tmp_path: Path)
     run(["dvc", "remote", "add", "-d", "shared", str(tmp_path / "remote")], dvc_run)
     run([*git, "add", "dvc.lock", ".dvc/config"], dvc_run)
     # cache: false metrics are not pushed, so git carries them; /results/ is git-ignored.
-    tracked = ["results/validation/builtin.json", "results/metrics", "results/robustness"]
+    tracked = [
+        *(f"results/{ds}/{p}" for ds in ("builtin", "folder")
+          for p in ("validation.json", "metrics", "robustness.json")),
+        "results/cross_corpus/builtin_on_folder.json",
+    ]  # fmt: skip
     run([*git, "add", "-f", *tracked], dvc_run)
     run([*git, "commit", "-qm", "results"], dvc_run)
     run(["dvc", "push"], dvc_run)
@@ -272,7 +325,7 @@ def test_fresh_clone_pulls_an_up_to_date_pipeline(dvc_run: Path, tmp_path: Path)
     dry = run(["snakemake", "-n"], clone)
     assert "Nothing to be done" in dry, dry
     assert "missing provenance" not in dry, dry  # --forceall recorded every job
-    for rel in ("results/report/builtin/results.csv", "models/fusion_mlp/seed_1/fold_0.pt"):
+    for rel in ("results/builtin/report/results.csv", "models/builtin/fusion_mlp/seed_1/fold_0.pt"):
         assert (clone / rel).read_bytes() == (dvc_run / rel).read_bytes(), rel
 
 
@@ -280,7 +333,8 @@ def test_dvc_experiment_tags_its_mlflow_runs(dvc_run: Path, snakemake_run: Path)
     """Last on purpose: the experiment rewrites the DVC copy's outputs."""
     import mlflow
 
-    run(["dvc", "exp", "run", "-S", "train.lr=0.002", "-n", "lr-test", "train@fusion_mlp"], dvc_run)
+    run(["dvc", "exp", "run", "-S", "train.lr=0.002", "-n", "lr-test", "train@builtin-fusion_mlp"],
+        dvc_run)  # fmt: skip
     assert "lr-test" in run(["dvc", "exp", "list"], dvc_run)
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{dvc_run / 'mlflow.db'}")
     exp = client.get_experiment_by_name("robustmer")

@@ -28,7 +28,7 @@ from test_pipeline_e2e import ROOT, env, project_copy, run
 PROFILE = ROOT / "workflow/profiles/slurm"
 STANDIN = ROOT / "tests/slurm_standins/fake_slurm.py"
 TOOLS = ("sbatch", "srun", "sacct", "squeue", "scancel", "sinfo", "scontrol", "sacctmgr")
-TARGETS = ["models/fusion_mlp", "results/validation/builtin.json"]
+TARGETS = ["models/builtin/fusion_mlp", "results/builtin/validation.json"]
 SUBMITTED = {"extract", "pretrain", "train"}  # acquire and validate are localrules
 # Run-specific fields of a training summary: MLflow run ids, wall times, and checkpoint file
 # hashes (torch.save names the zip records after the random temporary file the checkpoint is
@@ -203,10 +203,10 @@ def test_slurm_run_matches_local_run(runs: dict) -> None:
     import torch
 
     slurm, local = runs["slurm"], runs["local"]
-    rel = "results/validation/builtin.json"
+    rel = "results/builtin/validation.json"
     assert (slurm / rel).read_text() == (local / rel).read_text()
-    for rel in ("models/fusion_mlp/train_summary.json",
-                "models/fusion_mlp.pretrain/pretrain_summary.json"):  # fmt: skip
+    for rel in ("models/builtin/fusion_mlp/train_summary.json",
+                "models/builtin/fusion_mlp.pretrain/pretrain_summary.json"):  # fmt: skip
         assert _summary(slurm / rel) == _summary(local / rel), rel
     checkpoints = sorted(p.relative_to(local) for p in (local / "models").rglob("*.pt"))
     assert checkpoints and checkpoints == sorted(

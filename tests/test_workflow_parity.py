@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,19 +26,19 @@ def _env() -> dict[str, str]:
     return e
 
 
-def dvc_stages() -> dict[str, tuple[str, set[str]]]:
-    """cmd -> (stage name, outputs) from dvc.yaml, with foreach expanded by DVC itself."""
+def dvc_stages(root: Path = ROOT) -> dict[str, tuple[str, set[str]]]:
+    """cmd -> (stage name, outputs) from dvc.yaml, with foreach/matrix expanded by DVC itself."""
     from dvc.repo import Repo
 
-    with Repo(str(ROOT)) as repo:
-        return {s.cmd: (s.addressing, {str(o.def_path) for o in s.outs}) for s in repo.index.stages}
+    with Repo(str(root)) as repo:
+        return {s.cmd: (s.name, {str(o.def_path) for o in s.outs}) for s in repo.index.stages}
 
 
-def snakemake_jobs() -> dict[str, tuple[str, set[str]]]:
+def snakemake_jobs(root: Path = ROOT) -> dict[str, tuple[str, set[str]]]:
     """cmd -> (rule, outputs) for every job of a forced dry run (`snakemake -n -p --forceall`)."""
     proc = subprocess.run(
         [sys.executable, "-m", "snakemake", "-n", "-p", "--forceall"],
-        cwd=ROOT,
+        cwd=root,
         env=_env(),
         capture_output=True,
         text=True,
@@ -57,42 +58,84 @@ def snakemake_jobs() -> dict[str, tuple[str, set[str]]]:
     return jobs
 
 
-def test_same_commands_and_outputs() -> None:
-    dvc = dvc_stages()
-    snake = snakemake_jobs()
+def assert_same_jobs(root: Path) -> dict[str, tuple[str, set[str]]]:
+    dvc = dvc_stages(root)
+    snake = snakemake_jobs(root)
     assert len(snake) >= 7
-    assert set(dvc) == set(snake), (sorted(dvc), sorted(snake))
+    assert set(dvc) == set(snake), sorted(set(dvc) ^ set(snake))
     for cmd, (stage, outs) in dvc.items():
         rule, snake_outs = snake[cmd]
         assert stage.split("@")[0] == rule, cmd
         assert outs == snake_outs, (cmd, outs, snake_outs)
+    return dvc
+
+
+def test_same_commands_and_outputs() -> None:
+    assert_same_jobs(ROOT)
+
+
+def expected_outputs(params: dict) -> set[str]:
+    """Every output path.py names for the params' datasets, models, conditions and cross cells."""
+    expected: set[Path] = set()
+    conditions = params["corrupt"]["conditions"]
+    for ds in params["datasets"]:
+        expected |= {
+            paths.raw_dir(ds),
+            paths.feature_dir(ds),
+            paths.validation_summary(ds),
+            paths.data_docs_dir(ds),
+            paths.report_dir(ds),
+            paths.robustness_metrics(ds),
+        }
+        expected |= {paths.corrupted_dir(ds, c) for c in conditions}
+        for model in params["models"]:
+            expected |= {paths.model_dir(ds, model), paths.pretrain_dir(ds, model)}
+            for c in conditions:
+                expected |= {
+                    paths.metrics_file(ds, model, c),
+                    paths.scores_file(ds, model, c),
+                    paths.predictions_file(ds, model, c),
+                    paths.confusion_png(ds, model, c),
+                    paths.confusion_csv(ds, model, c),
+                }
+    for name in params["cross_corpus"]["evaluations"]:
+        expected |= {paths.cross_corpus_dir(name), paths.cross_corpus_metrics(name)}
+    return {p.as_posix() for p in expected}
 
 
 def test_outputs_follow_the_paths_module() -> None:
     params = load_params(ROOT / "params.yaml")
     outs = {o for _, stage_outs in dvc_stages().values() for o in stage_outs}
-    ds = params["dataset"]
-    expected = {
-        paths.raw_dir(ds),
-        paths.feature_dir(ds),
-        paths.validation_summary(ds),
-        paths.data_docs_dir(ds),
-        paths.report_dir(ds),
-        paths.robustness_metrics(ds),
+    assert outs == expected_outputs(params)
+
+
+def test_two_datasets_and_a_cross_corpus_cell_in_both_front_doors(tmp_path: Path) -> None:
+    """Several datasets: every stage per dataset, outputs keyed by it, the same jobs in DVC and
+    Snakemake, and a cross-corpus cell that reads the one dataset's models and the other's data."""
+    for rel in ("dvc.yaml", "Snakefile", "workflow", "src"):
+        src = ROOT / rel
+        if src.is_dir():
+            shutil.copytree(src, tmp_path / rel, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, tmp_path / rel)
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["datasets"] = ["builtin", "emodb"]
+    raw["models"] = {m: raw["models"][m] for m in ("audio_mlp", "linear", "nmer")}
+    raw["corrupt"]["conditions"] = {"clean": {"kind": "clean"}}
+    raw["cross_corpus"]["evaluations"] = {
+        "builtin_on_emodb": {"train": "builtin", "test": "emodb", "models": ["audio_mlp"]}
     }
-    conditions = params["corrupt"]["conditions"]
-    expected |= {paths.corrupted_dir(ds, c) for c in conditions}
-    for model in params["models"]:
-        expected |= {paths.model_dir(model), paths.pretrain_dir(model)}
-        for c in conditions:
-            expected |= {
-                paths.metrics_file(model, c),
-                paths.scores_file(model, c),
-                paths.predictions_file(model, c),
-                paths.confusion_png(model, c),
-                paths.confusion_csv(model, c),
-            }
-    assert outs == {p.as_posix() for p in expected}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=tmp_path, check=True,
+                   env=_env())  # fmt: skip
+    dvc = assert_same_jobs(tmp_path)
+    outs = {o for _, stage_outs in dvc.values() for o in stage_outs}
+    assert outs == expected_outputs(load_params(tmp_path / "params.yaml"))
+    stages = {stage for stage, _ in dvc.values()}
+    assert {"train@builtin-nmer", "train@emodb-nmer", "cross_corpus@builtin_on_emodb"} <= stages
+    assert "robustmer train nmer --dataset emodb" in dvc
+    assert "robustmer cross-corpus builtin_on_emodb" in dvc
 
 
 @pytest.mark.parametrize(
@@ -237,6 +280,7 @@ def test_code_deps_cover_every_imported_module(front: str) -> None:
         "train",
         "evaluate",
         "report",
+        "cross_corpus",
     )
     assert set(stages) <= set(deps), sorted(deps)
     problems = {}

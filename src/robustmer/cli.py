@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 from robustmer import paths, signals
-from robustmer.config import DEFAULT_PARAMS, Params, load_params
+from robustmer.config import DEFAULT_PARAMS, Params, load_params, require_dataset
 from robustmer.errors import RobustmerError, ValidationFailed
 
 app = typer.Typer(
@@ -26,8 +26,16 @@ app = typer.Typer(
     help="Reproducible multimodal emotion recognition under noise and missing modalities.",
 )
 
-STAGES = ("acquire", "extract", "validate", "corrupt", "pretrain", "train", "evaluate", "report")
+STAGES = (
+    "acquire", "extract", "validate", "corrupt", "pretrain", "train", "evaluate", "report",
+    "cross-corpus",
+)  # fmt: skip
 ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="params.yaml to read")]
+DatasetOpt = Annotated[
+    str | None,
+    typer.Option("--dataset", "-d", help="one of params.yaml `datasets` (needed when it lists "
+                 "several)"),
+]  # fmt: skip
 ForceOpt = Annotated[
     bool,
     typer.Option("--force", help="run even though the validation gate failed on this store "
@@ -39,19 +47,25 @@ def _gate(p: Params, stage: str, force: bool) -> None:
     """Refuse to read a store the validation gate rejected (docs/pipeline.md)."""
     from robustmer.gate_status import require_passed
 
-    ds = p["dataset"]
+    ds = require_dataset(p)
     require_passed(paths.validation_summary(ds), paths.feature_dir(ds), stage, force)
 
 
-def _params(path: Path) -> Params:
+def _params(path: Path, dataset: str | None = None) -> Params:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return load_params(path)
+    return load_params(path, dataset)
+
+
+def _dataset_params(path: Path, dataset: str | None) -> tuple[Params, str]:
+    """Params for a stage that runs on one dataset, and that dataset."""
+    p = _params(path, dataset)
+    return p, require_dataset(p, str(path))
 
 
 @app.command()
 def acquire(
     dataset: Annotated[
-        str | None, typer.Argument(help="dataset name (default: params.yaml `dataset`)")
+        str | None, typer.Argument(help="dataset name (default: the one of params.yaml `datasets`)")
     ] = None,
     source: Annotated[
         Path | None,
@@ -64,12 +78,12 @@ def acquire(
     from robustmer.data.registry import dataset_info
 
     p = _params(params)
-    name = dataset or p["dataset"]
+    name = dataset or require_dataset(p, str(params))
     dataset_info(name)  # an unknown name fails here, listing the known ones
     out = run({**p, "dataset": name}, paths.raw_dir(name), source)
     typer.echo(f"acquired {name} into {out}")
-    if name != p["dataset"]:
-        typer.echo(f"set `dataset: {name}` in {params} to run the other stages on it")
+    if name not in p["datasets"]:
+        typer.echo(f"add {name} to `datasets` in {params} to run the other stages on it")
 
 
 @app.command()
@@ -97,22 +111,21 @@ def datasets(
 
 
 @app.command()
-def extract(params: ParamsOpt = DEFAULT_PARAMS) -> None:
+def extract(params: ParamsOpt = DEFAULT_PARAMS, dataset: DatasetOpt = None) -> None:
     """Extract audio, video and text features into the canonical store data/features/<dataset>/."""
     from robustmer.features.extract import extract as run
 
-    p = _params(params)
-    out = run(p, paths.raw_dir(p["dataset"]), paths.feature_dir(p["dataset"]))
+    p, ds = _dataset_params(params, dataset)
+    out = run(p, paths.raw_dir(ds), paths.feature_dir(ds))
     typer.echo(f"features written to {out}")
 
 
 @app.command()
-def validate(params: ParamsOpt = DEFAULT_PARAMS) -> None:
+def validate(params: ParamsOpt = DEFAULT_PARAMS, dataset: DatasetOpt = None) -> None:
     """Great Expectations gate on the store; exits non-zero naming the failing samples."""
     from robustmer.validation.gate import run_gate
 
-    p = _params(params)
-    ds = p["dataset"]
+    p, ds = _dataset_params(params, dataset)
     summary = run_gate(
         p, paths.feature_dir(ds), paths.validation_summary(ds), paths.data_docs_dir(ds)
     )
@@ -123,14 +136,14 @@ def validate(params: ParamsOpt = DEFAULT_PARAMS) -> None:
 def corrupt(
     condition: Annotated[str, typer.Argument(help="a condition name from `corrupt.conditions`")],
     params: ParamsOpt = DEFAULT_PARAMS,
+    dataset: DatasetOpt = None,
     force: ForceOpt = False,
 ) -> None:
     """Generate one evaluation condition (masks, noise, re-extracted raw noise) once for all."""
     from robustmer.corruption.condition_store import corrupt as run
 
-    p = _params(params)
+    p, ds = _dataset_params(params, dataset)
     _gate(p, "corrupt", force)
-    ds = p["dataset"]
     out = run(p, condition, paths.feature_dir(ds), paths.corrupted_dir(ds, condition))
     if not _skipped(out / "condition.json"):
         typer.echo(f"condition {condition} written to {out}")
@@ -140,14 +153,15 @@ def corrupt(
 def pretrain(
     model: Annotated[str, typer.Argument(help="a model name from params.yaml `models`")],
     params: ParamsOpt = DEFAULT_PARAMS,
+    dataset: DatasetOpt = None,
     force: ForceOpt = False,
 ) -> None:
-    """Stage-1 pretraining on clean data (NMER) into models/MODEL.pretrain/."""
+    """Stage-1 pretraining on clean data (NMER) into models/<dataset>/MODEL.pretrain/."""
     from robustmer.training.runner import pretrain_model
 
-    p = _params(params)
+    p, ds = _dataset_params(params, dataset)
     _gate(p, "pretrain", force)
-    out = pretrain_model(p, model, paths.feature_dir(p["dataset"]), paths.pretrain_dir(model))
+    out = pretrain_model(p, model, paths.feature_dir(ds), paths.pretrain_dir(ds, model))
     if not _skipped(out / paths.PRETRAIN_SUMMARY):
         typer.echo(f"pretraining of {model} in {out}")
 
@@ -156,19 +170,20 @@ def pretrain(
 def train(
     model: Annotated[str, typer.Argument(help="a model name from params.yaml `models`")],
     params: ParamsOpt = DEFAULT_PARAMS,
+    dataset: DatasetOpt = None,
     force: ForceOpt = False,
 ) -> None:
-    """Train one model with speaker-independent cross-validation into models/<model>/."""
+    """Train one model with speaker-independent cross-validation into models/<dataset>/<model>/."""
     from robustmer.training.runner import train_model
 
-    p = _params(params)
+    p, ds = _dataset_params(params, dataset)
     _gate(p, "train", force)
     out = train_model(
         p,
         model,
-        paths.feature_dir(p["dataset"]),
-        paths.model_dir(model),
-        pretrain_dir=paths.pretrain_dir(model),
+        paths.feature_dir(ds),
+        paths.model_dir(ds, model),
+        pretrain_dir=paths.pretrain_dir(ds, model),
     )
     if not _skipped(out / paths.SUMMARY_FILE):
         typer.echo(f"trained {model} into {out}")
@@ -179,28 +194,30 @@ def evaluate(
     model: Annotated[str, typer.Argument(help="a model name from params.yaml `models`")],
     condition: Annotated[str, typer.Argument(help="a condition from `corrupt.conditions`")],
     params: ParamsOpt = DEFAULT_PARAMS,
+    dataset: DatasetOpt = None,
     force: ForceOpt = False,
 ) -> None:
     """Score every fold and seed of MODEL on every level of CONDITION."""
+    from robustmer.evaluation.skipped_cell import cell_skip_reason, write_skipped_cell
+
+    p, ds = _dataset_params(params, dataset)
+    _gate(p, "evaluate", force)
+    model_dir, condition_dir = paths.model_dir(ds, model), paths.corrupted_dir(ds, condition)
+    out = {
+        "metrics": paths.metrics_file(ds, model, condition),
+        "scores": paths.scores_file(ds, model, condition),
+        "predictions": paths.predictions_file(ds, model, condition),
+        "confusion_png": paths.confusion_png(ds, model, condition),
+        "confusion_csv": paths.confusion_csv(ds, model, condition),
+    }
+    reason = cell_skip_reason(model_dir, condition_dir)
+    if reason is not None:  # before torch's import: most cells of a one-modality corpus
+        write_skipped_cell(model, condition, reason, out)
+        return
     from robustmer.evaluation.runner import evaluate_model
 
-    p = _params(params)
-    _gate(p, "evaluate", force)
-    ds = p["dataset"]
     metrics = evaluate_model(
-        p,
-        model,
-        condition,
-        paths.feature_dir(ds),
-        paths.model_dir(model),
-        paths.corrupted_dir(ds, condition),
-        out={
-            "metrics": paths.metrics_file(model, condition),
-            "scores": paths.scores_file(model, condition),
-            "predictions": paths.predictions_file(model, condition),
-            "confusion_png": paths.confusion_png(model, condition),
-            "confusion_csv": paths.confusion_csv(model, condition),
-        },
+        p, model, condition, paths.feature_dir(ds), model_dir, condition_dir, out=out
     )
     for level, m in metrics["levels"].items():
         shown = [k for k in ("ua", "wa", "acc7", "mae") if k in m][:2]
@@ -223,16 +240,42 @@ def _skipped(summary: Path) -> bool:
 
 
 @app.command()
-def report(params: ParamsOpt = DEFAULT_PARAMS) -> None:
+def report(params: ParamsOpt = DEFAULT_PARAMS, dataset: DatasetOpt = None) -> None:
     """The robustness tables, curves and tidy results of every model x condition."""
     from robustmer.evaluation.report import write_report
 
-    p = _params(params)
-    scores = [paths.scores_file(m, c) for m in p["models"] for c in p["corrupt"]["conditions"]]
-    summaries = {m: paths.model_dir(m) / paths.SUMMARY_FILE for m in p["models"]}
-    out = write_report(p, scores, paths.report_dir(p["dataset"]), summaries,
-                       robustness_json=paths.robustness_metrics(p["dataset"]))  # fmt: skip
+    p, ds = _dataset_params(params, dataset)
+    conditions = p["corrupt"]["conditions"]
+    scores = [paths.scores_file(ds, m, c) for m in p["models"] for c in conditions]
+    summaries = {m: paths.model_dir(ds, m) / paths.SUMMARY_FILE for m in p["models"]}
+    out = write_report(p, scores, paths.report_dir(ds), summaries,
+                       robustness_json=paths.robustness_metrics(ds))  # fmt: skip
     typer.echo(f"report written to {out}")
+
+
+@app.command("cross-corpus")
+def cross_corpus(
+    name: Annotated[str, typer.Argument(help="a name from params.yaml `cross_corpus.evaluations`")],
+    params: ParamsOpt = DEFAULT_PARAMS,
+    force: ForceOpt = False,
+) -> None:
+    """Score models trained on one dataset on another, through shared classes."""
+    from robustmer.errors import ConfigError
+    from robustmer.evaluation.cross_corpus import evaluate_cross_corpus
+
+    cells = _params(params)["cross_corpus"]["evaluations"]
+    if name not in cells:
+        raise ConfigError(f"{params}: no cross_corpus.evaluations.{name} (known: "
+                          f"{', '.join(cells) or 'none'})")  # fmt: skip
+    cell = cells[name]
+    for ds in (cell["train"], cell["test"]):
+        _gate(_params(params, ds), "cross-corpus", force)
+    metrics = evaluate_cross_corpus(_params(params, cell["train"]), name)
+    for model, conditions in metrics["models"].items():
+        for condition, levels in conditions.items():
+            for level, m in levels.items():
+                typer.echo(f"{model} {cell['train']} -> {cell['test']} / {condition} {level}: "
+                           f"UA {m['ua']:.4f} (fold models {m['ua_fold_mean']:.4f})")  # fmt: skip
 
 
 _RUN_RECORDS = {"stats", "n_placeholders", "frames", "entry"}  # what a run found, not options
@@ -241,14 +284,14 @@ _RUN_RECORDS = {"stats", "n_placeholders", "frames", "entry"}  # what a run foun
 @app.command()
 def features(
     dataset: Annotated[
-        str | None, typer.Argument(help="dataset name (default: params.yaml `dataset`)")
+        str | None, typer.Argument(help="dataset name (default: the one of params.yaml `datasets`)")
     ] = None,
     params: ParamsOpt = DEFAULT_PARAMS,
 ) -> None:
     """List the store's features as a model entry names them: modality/name, level, dim, source."""
     from robustmer.data.store import FeatureStore
 
-    name = dataset or _params(params)["dataset"]
+    name = dataset or require_dataset(_params(params), str(params))
     store = FeatureStore(paths.feature_dir(name))
     typer.echo(f"{store.root.as_posix()}: {len(store)} samples, classes {store.classes}; a model "
                "names a feature as `features: {modality: name}`")  # fmt: skip

@@ -79,6 +79,54 @@ def preset(arch: str, name: str) -> dict[str, Any]:
     return copy.deepcopy(presets[name])
 
 
+def dataset_names() -> list[str]:
+    """Every dataset name params may use (the registry's, as the schema lists them)."""
+    return list(schema()["$defs"]["dataset_name"]["enum"])
+
+
+def project_datasets(raw: dict[str, Any]) -> list[str]:
+    """The project's datasets: `datasets`, or `[dataset]` in a params file of one dataset."""
+    listed = raw.get("datasets")
+    if listed is None:
+        return [raw["dataset"]] if raw.get("dataset") is not None else []
+    return list(listed) if isinstance(listed, list) else []
+
+
+def with_dataset(raw: dict[str, Any], dataset: str | None, source: str) -> dict[str, Any]:
+    """`raw` with `datasets` filled in and `dataset` set to the one a stage runs on.
+
+    `dataset` (the CLI's --dataset) must be one of the project's; without it, a project of one
+    dataset runs on that one, and a project of several leaves `dataset` unset (the stages that
+    need one say so; see `require_dataset`).
+    """
+    out = dict(raw)
+    listed = project_datasets(out)
+    out.setdefault("datasets", listed)
+    chosen = dataset if dataset is not None else out.get("dataset")
+    if chosen is None and len(listed) == 1:
+        chosen = listed[0]
+    if chosen is not None and listed and chosen not in listed:
+        raise ConfigError(
+            f"{source}: dataset {chosen!r} is not one of the project's datasets {listed}; "
+            f"add it to `datasets`"
+        )
+    if chosen is None:
+        out.pop("dataset", None)
+    else:
+        out["dataset"] = chosen
+    return out
+
+
+def require_dataset(params: Params, source: str = "params.yaml") -> str:
+    """The dataset this stage runs on; an error naming the choices when the project has several."""
+    if params.get("dataset") is None:
+        raise ConfigError(
+            f"{source} lists several datasets ({', '.join(params['datasets'])}): name the one to "
+            "run on with --dataset"
+        )
+    return str(params["dataset"])
+
+
 def apply_per_dataset(raw: dict[str, Any]) -> dict[str, Any]:
     """Model entries with their `per_dataset.<dataset>` keys applied for the params' `dataset`.
 
@@ -88,7 +136,7 @@ def apply_per_dataset(raw: dict[str, Any]) -> dict[str, Any]:
     they name is expanded afterwards. A dataset name the registry does not know is an error.
     """
     out = copy.deepcopy(raw)
-    known = schema()["properties"]["dataset"]["enum"]
+    known = dataset_names()
     for name, entry in (out.get("models") or {}).items():
         if not isinstance(entry, dict) or "per_dataset" not in entry:
             continue
@@ -125,9 +173,15 @@ def expand_presets(raw: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def validate_params(raw: dict[str, Any], source: str = "params") -> Params:
-    """Return a validated copy of `raw` with presets expanded and every default filled in."""
-    params = expand_presets(apply_per_dataset(raw))
+def validate_params(
+    raw: dict[str, Any], source: str = "params", dataset: str | None = None
+) -> Params:
+    """Return a validated copy of `raw` with presets expanded and every default filled in.
+
+    `dataset` picks the dataset a stage runs on (see `with_dataset`); its `per_dataset` model
+    keys apply.
+    """
+    params = expand_presets(apply_per_dataset(with_dataset(raw, dataset, source)))
     # Two passes: the first fills defaults of nested objects created by outer defaults.
     validator = _Validator(schema())
     for _ in range(2):
@@ -143,9 +197,32 @@ def validate_params(raw: dict[str, Any], source: str = "params") -> Params:
                 + "\nFix the keys above (see the schema for allowed values)."
             )
     check_options(params, source)  # adapter and extractor options: not in the schema
+    _check_cross_corpus(params, source)
     for name in params["models"]:
         _check_task(params, ModelSpec.from_params(params, name), source)
     return params
+
+
+def _check_cross_corpus(params: Params, source: str) -> None:
+    """Each cross-corpus evaluation names project datasets, models, conditions and label maps."""
+    section = params["cross_corpus"]
+    for name, cell in section["evaluations"].items():
+        where = f"{source}: cross_corpus.evaluations.{name}"
+        for role in ("train", "test"):
+            if cell[role] not in params["datasets"]:
+                raise ConfigError(f"{where}.{role}: {cell[role]!r} is not in `datasets` "
+                                  f"{params['datasets']}")  # fmt: skip
+            if cell[role] not in section["label_maps"]:
+                raise ConfigError(f"{where}: no cross_corpus.label_maps.{cell[role]} (its class "
+                                  "-> the shared class)")  # fmt: skip
+        if cell["train"] == cell["test"]:
+            raise ConfigError(f"{where}: train and test are both {cell['train']!r}; the grid "
+                              "already scores a dataset on itself")  # fmt: skip
+        for key, known in (("models", params["models"]),
+                           ("conditions", params["corrupt"]["conditions"])):  # fmt: skip
+            unknown = sorted(set(cell[key]) - set(known))
+            if unknown:
+                raise ConfigError(f"{where}.{key}: unknown {unknown} (known: {sorted(known)})")
 
 
 def _check_task(params: Params, spec: ModelSpec, source: str) -> None:
@@ -190,7 +267,9 @@ def selection_metric(
     return str(metric)
 
 
-def load_params(path: str | os.PathLike[str] = DEFAULT_PARAMS) -> Params:
+def load_params(
+    path: str | os.PathLike[str] = DEFAULT_PARAMS, dataset: str | None = None
+) -> Params:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(
@@ -202,7 +281,7 @@ def load_params(path: str | os.PathLike[str] = DEFAULT_PARAMS) -> Params:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
-    return validate_params(raw, source=str(path))
+    return validate_params(raw, source=str(path), dataset=dataset)
 
 
 @dataclass(frozen=True)

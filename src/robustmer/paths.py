@@ -18,7 +18,7 @@ RESULTS = Path("results")
 SUMMARY_FILE = "train_summary.json"
 PRETRAIN_SUMMARY = "pretrain_summary.json"
 SUMMARY_FILES = {"train": SUMMARY_FILE, "pretrain": PRETRAIN_SUMMARY}
-RUN_RECORDS = "mlflow-runs"  # a hyphen: never a model name, so never a model folder
+RUN_RECORDS = "mlflow-runs"  # a hyphen: never a dataset name, so never a dataset folder
 
 
 def raw_dir(dataset: str) -> Path:
@@ -29,30 +29,36 @@ def feature_dir(dataset: str) -> Path:
     return FEATURES / dataset
 
 
+def results_dir(dataset: str) -> Path:
+    """Everything evaluated on `dataset`: validation, scores, metrics, plots, its report."""
+    return RESULTS / dataset
+
+
 def validation_summary(dataset: str) -> Path:
-    return RESULTS / "validation" / f"{dataset}.json"
+    return RESULTS / dataset / "validation.json"
 
 
 def data_docs_dir(dataset: str) -> Path:
-    return RESULTS / "validation" / f"{dataset}_data_docs"
+    return RESULTS / dataset / "data_docs"
 
 
-def model_dir(model: str) -> Path:
-    return MODELS / model
+def model_dir(dataset: str, model: str) -> Path:
+    """A model trained on `dataset`: every dataset of a project keeps its own (docs/datasets.md)."""
+    return MODELS / dataset / model
 
 
-def pretrain_dir(model: str) -> Path:
+def pretrain_dir(dataset: str, model: str) -> Path:
     """Stage-1 checkpoints (NMER); for one-stage models a note that there is none."""
-    return MODELS / f"{model}.pretrain"
+    return MODELS / dataset / f"{model}.pretrain"
 
 
 def corrupted_dir(dataset: str, condition: str) -> Path:
     return CORRUPTED / dataset / condition
 
 
-def metrics_file(model: str, condition: str) -> Path:
+def metrics_file(dataset: str, model: str, condition: str) -> Path:
     """DVC metric: per-level scores of one model under one condition (mean ± std)."""
-    return RESULTS / "metrics" / model / f"{condition}.json"
+    return RESULTS / dataset / "metrics" / model / f"{condition}.json"
 
 
 # The columns of a scores file (one tidy row per model, condition, level, fold, seed, metric).
@@ -64,32 +70,55 @@ OFFICIAL_TEST_FOLD = "test"
 NOT_FOLD_ROWS = (POOLED_FOLD, OFFICIAL_TEST_FOLD)  # made by every fold model of a seed
 
 
-def scores_file(model: str, condition: str) -> Path:
+def scores_file(dataset: str, model: str, condition: str) -> Path:
     """Tidy rows (model, condition, level, fold, seed, metric, value): `SCORE_COLUMNS`."""
-    return RESULTS / "scores" / model / f"{condition}.csv"
+    return RESULTS / dataset / "scores" / model / f"{condition}.csv"
 
 
-def predictions_file(model: str, condition: str) -> Path:
-    return RESULTS / "predictions" / condition / f"{model}.csv"
+def predictions_file(dataset: str, model: str, condition: str) -> Path:
+    return RESULTS / dataset / "predictions" / condition / f"{model}.csv"
 
 
-def confusion_png(model: str, condition: str) -> Path:
-    return RESULTS / "plots" / condition / f"{model}_confusion.png"
+def confusion_png(dataset: str, model: str, condition: str) -> Path:
+    return RESULTS / dataset / "plots" / condition / f"{model}_confusion.png"
 
 
-def confusion_csv(model: str, condition: str) -> Path:
-    return RESULTS / "plots" / condition / f"{model}_confusion.csv"
+def confusion_csv(dataset: str, model: str, condition: str) -> Path:
+    return RESULTS / dataset / "plots" / condition / f"{model}_confusion.csv"
 
 
 def report_dir(dataset: str) -> Path:
-    return RESULTS / "report" / dataset
+    return RESULTS / dataset / "report"
 
 
 def robustness_metrics(dataset: str) -> Path:
     """DVC metric: relative and effective robustness per condition and model (the report's)."""
-    return RESULTS / "robustness" / f"{dataset}.json"
+    return RESULTS / dataset / "robustness.json"
+
+
+def cross_corpus_dir(name: str) -> Path:
+    """One cross-corpus evaluation (`cross_corpus.evaluations.<name>`): its tables."""
+    return RESULTS / "cross_corpus" / name
+
+
+def cross_corpus_metrics(name: str) -> Path:
+    """DVC metric of one cross-corpus evaluation (mean ± std per model, condition and level)."""
+    return RESULTS / "cross_corpus" / f"{name}.json"
+
+
+def dataset_of(path: Path) -> str | None:
+    """The dataset a `models/<ds>/...` or `results/<ds>/...` path belongs to, if it is one."""
+    parts = Path(path).parts
+    for root in (MODELS.name, RESULTS.name):
+        if root in parts:
+            i = len(parts) - 1 - parts[::-1].index(root)
+            if i + 1 < len(parts) and parts[i + 1] not in (RUN_RECORDS, "cross_corpus"):
+                return parts[i + 1]
+    return None
 
 
 def run_record_path(out_dir: Path) -> Path:
-    """Where the DVC-visible record of a stage's MLflow run goes: beside the model folders."""
-    return Path(out_dir).parent / RUN_RECORDS / f"{Path(out_dir).name}.json"
+    """Where the DVC-visible record of a stage's MLflow run goes: `models/mlflow-runs/<ds>/`,
+    one folder over every dataset so that dvc.yaml lists it once as a metrics folder."""
+    out_dir = Path(out_dir)
+    return out_dir.parent.parent / RUN_RECORDS / out_dir.parent.name / f"{out_dir.name}.json"

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from robustmer.config import expand_presets, validate_params
+from robustmer.config import expand_presets, project_datasets, validate_params
 from robustmer.models.registry import check_models
 
 # Model presets (models.<m>.preset) are expanded exactly as the CLI does before validating;
@@ -13,20 +13,25 @@ config.update(expand_presets(config))
 validate(config, schema="../../src/robustmer/resources/params.schema.yaml")
 check_models(validate_params(config), "config")
 
-DATASET = config["dataset"]
+# Every stage runs per dataset: paths carry {dataset} as dvc.yaml's matrix carries
+# ${item.dataset} (src/robustmer/paths.py).
+DATASETS = project_datasets(config)
 MODELS = sorted(config["models"])
 CONDITIONS = sorted(config["corrupt"]["conditions"])
-RAW = f"data/raw/{DATASET}"
-FEATURES = f"data/features/{DATASET}"
-VALIDATION_SUMMARY = f"results/validation/{DATASET}.json"
-DATA_DOCS = f"results/validation/{DATASET}_data_docs"
-CORRUPTED = f"data/corrupted/{DATASET}"
-REPORT = f"results/report/{DATASET}"
+CROSS = config.get("cross_corpus", {}).get("evaluations", {})
+RAW = "data/raw/{dataset}"
+FEATURES = "data/features/{dataset}"
+VALIDATION_SUMMARY = "results/{dataset}/validation.json"
+DATA_DOCS = "results/{dataset}/data_docs"
+CORRUPTED = "data/corrupted/{dataset}"
+REPORT = "results/{dataset}/report"
 
 
 wildcard_constraints:
+    dataset="|".join(DATASETS),
     model="|".join(MODELS),
     condition="|".join(CONDITIONS),
+    cross="|".join(CROSS) or "(?!)",
 
 
 # The ground floor every stage imports (params and the option tables they are checked against,

@@ -19,7 +19,7 @@ rule acquire:
     output:
         directory(RAW),
     log:
-        "logs/acquire.log",
+        "logs/acquire/{dataset}.log",
     conda:
         "../envs/robustmer.yaml"
     threads: config["extract"]["workers"]
@@ -29,11 +29,10 @@ rule acquire:
     params:
         settings=lambda w: {
             "seed": config["seed"],
-            "dataset": DATASET,
             "acquire": config["acquire"],
         },
     shell:
-        "robustmer acquire > {log} 2>&1"
+        "robustmer acquire {wildcards.dataset} > {log} 2>&1"
 
 
 rule extract:
@@ -43,7 +42,7 @@ rule extract:
     output:
         directory(FEATURES),
     log:
-        "logs/extract.log",
+        "logs/extract/{dataset}.log",
     conda:
         "../envs/robustmer.yaml"
     threads: config["extract"]["workers"]
@@ -62,7 +61,7 @@ rule extract:
             },
         },
     shell:
-        "robustmer extract > {log} 2>&1"
+        "robustmer extract --dataset {wildcards.dataset} > {log} 2>&1"
 
 
 rule validate:
@@ -73,7 +72,7 @@ rule validate:
         summary=VALIDATION_SUMMARY,
         docs=directory(DATA_DOCS),
     log:
-        "logs/validate.log",
+        "logs/validate/{dataset}.log",
     conda:
         "../envs/robustmer.yaml"
     resources:
@@ -82,4 +81,4 @@ rule validate:
     params:
         settings=lambda w: config["validate"],
     shell:
-        "robustmer validate > {log} 2>&1"
+        "robustmer validate --dataset {wildcards.dataset} > {log} 2>&1"

@@ -10,7 +10,7 @@ rule corrupt:
     output:
         directory(f"{CORRUPTED}/{{condition}}"),
     log:
-        "logs/corrupt/{condition}.log",
+        "logs/corrupt/{dataset}/{condition}.log",
     conda:
         "../envs/robustmer.yaml"
     threads: config["corrupt"]["workers"]
@@ -20,14 +20,13 @@ rule corrupt:
     params:
         settings=lambda w: {
             "seed": config["seed"],
-            "dataset": DATASET,
             "device": config["device"],
             "extract": config["extract"],
             "workers": config["corrupt"]["workers"],
             "condition": config["corrupt"]["conditions"][w.condition],
         },
     shell:
-        "robustmer corrupt {wildcards.condition} > {log} 2>&1"
+        "robustmer corrupt {wildcards.condition} --dataset {wildcards.dataset} > {log} 2>&1"
 
 
 rule pretrain:
@@ -46,9 +45,9 @@ rule pretrain:
             "tracking",
         ),
     output:
-        directory("models/{model}.pretrain"),
+        directory("models/{dataset}/{model}.pretrain"),
     log:
-        "logs/pretrain/{model}.log",
+        "logs/pretrain/{dataset}/{model}.log",
     conda:
         "../envs/robustmer.yaml"
     threads: lambda w: threads_of(w.model, "pretrain")
@@ -66,14 +65,14 @@ rule pretrain:
             "mlflow": config["mlflow"],
         },
     shell:
-        "robustmer pretrain {wildcards.model} > {log} 2>&1"
+        "robustmer pretrain {wildcards.model} --dataset {wildcards.dataset} > {log} 2>&1"
 
 
 rule train:
     input:
         features=FEATURES,
         validated=VALIDATION_SUMMARY,
-        pretrained="models/{model}.pretrain",
+        pretrained="models/{dataset}/{model}.pretrain",
         code=code(
             "device.py",
             "data/__init__.py",
@@ -86,9 +85,9 @@ rule train:
             "tracking",
         ),
     output:
-        directory("models/{model}"),
+        directory("models/{dataset}/{model}"),
     log:
-        "logs/train/{model}.log",
+        "logs/train/{dataset}/{model}.log",
     conda:
         "../envs/robustmer.yaml"
     threads: lambda w: threads_of(w.model)
@@ -106,14 +105,14 @@ rule train:
             "mlflow": config["mlflow"],
         },
     shell:
-        "robustmer train {wildcards.model} > {log} 2>&1"
+        "robustmer train {wildcards.model} --dataset {wildcards.dataset} > {log} 2>&1"
 
 
 rule evaluate:
     input:
         features=FEATURES,
         condition=f"{CORRUPTED}/{{condition}}",
-        model="models/{model}",
+        model="models/{dataset}/{model}",
         code=code(
             "device.py",
             "data",
@@ -125,13 +124,13 @@ rule evaluate:
             "evaluation",
         ),
     output:
-        metrics="results/metrics/{model}/{condition}.json",
-        scores="results/scores/{model}/{condition}.csv",
-        predictions="results/predictions/{condition}/{model}.csv",
-        confusion="results/plots/{condition}/{model}_confusion.png",
-        confusion_table="results/plots/{condition}/{model}_confusion.csv",
+        metrics="results/{dataset}/metrics/{model}/{condition}.json",
+        scores="results/{dataset}/scores/{model}/{condition}.csv",
+        predictions="results/{dataset}/predictions/{condition}/{model}.csv",
+        confusion="results/{dataset}/plots/{condition}/{model}_confusion.png",
+        confusion_table="results/{dataset}/plots/{condition}/{model}_confusion.csv",
     log:
-        "logs/evaluate/{model}/{condition}.log",
+        "logs/evaluate/{dataset}/{model}/{condition}.log",
     conda:
         "../envs/robustmer.yaml"
     resources:
@@ -147,4 +146,5 @@ rule evaluate:
             "mlflow": config["mlflow"],
         },
     shell:
-        "robustmer evaluate {wildcards.model} {wildcards.condition} > {log} 2>&1"
+        "robustmer evaluate {wildcards.model} {wildcards.condition} --dataset {wildcards.dataset} "
+        "> {log} 2>&1"

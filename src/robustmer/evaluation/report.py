@@ -42,7 +42,13 @@ from robustmer.evaluation.plots import plot_metric_bars, plot_robustness
 from robustmer.evaluation.robustness import ONLY_MISSING, reliance_table, robustness_table
 from robustmer.io import atomic_path, read_json, write_json, write_text
 from robustmer.metrics import REPORT_DEFAULTS, metric_task, task_metric_keys
-from robustmer.paths import NOT_FOLD_ROWS, OFFICIAL_TEST_FOLD, POOLED_FOLD, SCORE_COLUMNS
+from robustmer.paths import (
+    NOT_FOLD_ROWS,
+    OFFICIAL_TEST_FOLD,
+    POOLED_FOLD,
+    SCORE_COLUMNS,
+    dataset_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +88,9 @@ def load_scores(paths: Sequence[Path]) -> tuple[pd.DataFrame, list[tuple[str, st
     for path in map(Path, paths):
         model, condition = path.parent.name, path.stem
         if not path.is_file():
-            why = f"not evaluated: no {path}; run `robustmer evaluate {model} {condition}`"
+            ds = dataset_of(path)
+            run = f"robustmer evaluate {model} {condition}" + (f" --dataset {ds}" if ds else "")
+            why = f"not evaluated: no {path}; run `{run}`"
             absent.append((model, condition, why))
             continue
         try:
@@ -300,7 +308,13 @@ def write_report(
     results, absent = load_scores(scores_paths)
     summary = summary_table(results)
     metrics = task_metrics(params, summary)
-    _csv(out_dir / "results.csv", results)
+    # The tidy columns of a cross-corpus table too (evaluation/cross_corpus.py): here both are
+    # this dataset, so the two tables concatenate into one.
+    dataset = str(params.get("dataset", ""))
+    tidy = results.copy()
+    tidy.insert(0, "test_dataset", dataset)
+    tidy.insert(0, "train_dataset", dataset)
+    _csv(out_dir / "results.csv", tidy)
     _csv(out_dir / "summary.csv", summary)
     text = markdown_summary(summary, params, metrics)
     files = [out_dir / "results.csv", out_dir / "summary.csv", out_dir / "summary.md"]

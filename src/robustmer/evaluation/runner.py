@@ -47,7 +47,8 @@ from robustmer.data.store import FeatureStore
 from robustmer.device import configure_threads, resolve_device
 from robustmer.errors import DataError
 from robustmer.evaluation.partial import PredictionCache, partial_dir
-from robustmer.evaluation.plots import plot_confusion, plot_note
+from robustmer.evaluation.plots import plot_confusion
+from robustmer.evaluation.skipped_cell import write_skipped_cell
 from robustmer.gate_status import gate_tags
 from robustmer.io import atomic_path, read_json, sha256_file, write_json
 from robustmer.metrics import (
@@ -272,21 +273,6 @@ def summarise(
         "n_folds": int(table.loc[~table["fold"].isin(NOT_FOLD_ROWS), "fold"].nunique()),
         "levels": levels,
     }
-
-
-def write_skipped_cell(
-    model_name: str, condition: str, reason: str, out: dict[str, Path]
-) -> dict[str, Any]:
-    """The outputs of a cell that cannot run on this dataset (its model or condition needs a
-    modality the dataset lacks): no scores, and the reason where the report looks for it."""
-    log.warning("skipped evaluate %s %s: %s", model_name, condition, reason)
-    metrics = {"model": model_name, "condition": condition, "skipped": reason, "levels": {}}
-    _write_csv(Path(out["scores"]), pd.DataFrame(columns=list(SCORE_COLUMNS)))
-    _write_csv(Path(out["predictions"]), pd.DataFrame(columns=["level", "seed", "sample_id"]))
-    _write_csv(Path(out["confusion_csv"]), pd.DataFrame(columns=["actual"]))
-    plot_note(Path(out["confusion_png"]), f"{model_name} / {condition}: skipped. {reason}")
-    write_json(Path(out["metrics"]), metrics)
-    return metrics
 
 
 def _rows(

@@ -313,8 +313,15 @@ def _training_from_run(ctx: Context, run_id: str) -> Training:
             f"MLflow run {run_id} is not a robustmer training run (an evaluation or report "
             "run?); trace its model folder or a results row instead"
         )
-    default = paths.model_dir(model) if stage == "train" else paths.pretrain_dir(model)
-    model_dir = ctx.path(tags.get("robustmer.model_dir", default))
+    if "robustmer.model_dir" in tags:
+        model_dir = ctx.path(tags["robustmer.model_dir"])
+    else:
+        dataset = _dataset(ctx, tags)
+        if dataset is None:
+            raise DataError(f"MLflow run {run_id} names no model folder or dataset; trace the "
+                            "model folder instead")  # fmt: skip
+        folder = paths.model_dir if stage == "train" else paths.pretrain_dir
+        model_dir = ctx.path(folder(dataset, model))
     summary_file = model_dir / paths.SUMMARY_FILES[stage]
     summary = read_json(summary_file) if summary_file.is_file() else None
     folds = ctx.fold_runs(run)
@@ -349,7 +356,7 @@ def _run_links(ctx: Context, tr: Training) -> list[Link]:
             "retrained since this run: the summary names a newer run" if status == STALE else ""
         )
         links.append(Link(*at, tr.run_id, actual, status, detail))
-    path = tr.model_dir.parent / paths.RUN_RECORDS / f"{tr.model_dir.name}.json"
+    path = paths.run_record_path(tr.model_dir)
     record = read_json(path) if path.is_file() else {}
     actual = record.get("mlflow_run_id")
     info = {"mlflow_experiment_id": record.get("mlflow_experiment_id")}
@@ -602,26 +609,38 @@ def _results_links(ctx: Context, csv: Path, pick: str | None) -> list[Link]:
         raise DataError(f"{csv}: not a results/scores table (needs columns {sorted(needed)})")
     if pick is not None:
         table = _pick_rows(csv, table, pick)
-    report_ds = csv.parent.name if csv.parent.parent.name == "report" else None
+    # The path says the dataset (results/<ds>/...); a cross-corpus table says it per row.
+    path_ds = paths.dataset_of(csv.relative_to(ctx.root) if csv.is_relative_to(ctx.root) else csv)
+    default = path_ds or ctx.params.get("dataset")
+    for role in ("train_dataset", "test_dataset"):
+        if role not in table.columns:
+            table[role] = default
     links: list[Link] = []
-    for (model, condition), rows in table.groupby(["model", "condition"], sort=False):
+    keys = ["model", "condition", "train_dataset", "test_dataset"]
+    for (model, condition, train_ds, test_ds), rows in table.groupby(keys, sort=False,
+                                                                     dropna=False):  # fmt: skip
         model, condition = str(model), str(condition)
         folds = zip(rows["seed"], rows["fold"], strict=True)
-        # Pooled and official-test rows come from every fold model of their seed.
-        selection = {(int(s), None if f in paths.NOT_FOLD_ROWS else int(f)) for s, f in folds}
-        model_dir = ctx.path(paths.model_dir(model))
+        # Pooled, official-test and cross-corpus ensemble rows come from every fold model.
+        selection = {(int(s), int(f) if str(f).isdigit() else None) for s, f in folds}
+        if not isinstance(train_ds, str):
+            raise DataError(f"{csv}: not under results/<dataset>/ and params.yaml names no "
+                            "dataset; pass --params with the project's params")  # fmt: skip
+        model_dir = ctx.path(paths.model_dir(train_ds, model))
         if _read_summary(model_dir) is None:
-            detail = f"the model that made these rows is gone; run `robustmer train {model}`"
+            detail = (f"the model that made these rows is gone; run `robustmer train {model} "
+                      f"--dataset {train_ds}`")  # fmt: skip
             at = ("train_summary", model, ctx.show(model_dir / paths.SUMMARY_FILES["train"]))
             links.append(Link(*at, None, None, MISSING, detail))
             continue
         tr = _training_from_dir(ctx, model_dir, selection)
         links += _model_links(ctx, tr)
-        dataset = _dataset(ctx, tr.tags) or report_ds
-        links += _condition_links(ctx, tr, dataset, condition, rows)
-        links.append(_evaluation_link(ctx, tr, condition, rows))
-        if ctx.path(paths.scores_file(model, condition)) != csv:
-            links.append(_row_link(ctx, model, condition, rows))
+        links += _condition_links(ctx, tr, str(test_ds), condition, rows)
+        if train_ds != test_ds:
+            continue  # scored by `cross-corpus`, which logs to no training run
+        links.append(_evaluation_link(ctx, tr, train_ds, condition, rows))
+        if ctx.path(paths.scores_file(train_ds, model, condition)) != csv:
+            links.append(_row_link(ctx, train_ds, model, condition, rows))
     return links
 
 
@@ -653,7 +672,11 @@ def _condition_links(
     cond_dir = ctx.path(paths.corrupted_dir(dataset, condition))
     at = ("condition", condition, ctx.show(cond_dir / "condition.json"))
     if not (cond_dir / "condition.json").is_file() or not (cond_dir / "records.parquet").is_file():
-        return [Link(*at, None, None, MISSING, f"run `robustmer corrupt {condition}`")]
+        return [
+            Link(
+                *at, None, None, MISSING, f"run `robustmer corrupt {condition} --dataset {dataset}`"
+            )
+        ]
     info = read_json(cond_dir / "condition.json")
     store_json = ctx.path(tr.tags.get("robustmer.store_path") or paths.feature_dir(dataset))
     store_json = store_json / "store.json"
@@ -676,12 +699,20 @@ def _condition_links(
     return links
 
 
-def _evaluation_link(ctx: Context, tr: Training, condition: str, rows: pd.DataFrame) -> Link:
+def _evaluation_link(
+    ctx: Context, tr: Training, dataset: str, condition: str, rows: pd.DataFrame
+) -> Link:
     """The scores file against the level scores evaluation logged to the training run."""
-    path = ctx.path(paths.scores_file(tr.model, condition))
+    path = ctx.path(paths.scores_file(dataset, tr.model, condition))
     at = ("evaluation", f"{tr.model} / {condition}", ctx.show(path))
     if not path.is_file():
-        return Link(*at, None, None, MISSING, f"run `robustmer evaluate {tr.model} {condition}`")
+        return Link(
+            *at,
+            None,
+            None,
+            MISSING,
+            f"run `robustmer evaluate {tr.model} {condition} --dataset {dataset}`",
+        )
     scores = pd.read_csv(path, dtype={"level": str, "fold": str})
     pooled = scores[scores["fold"] == paths.POOLED_FOLD]
     pooled = pooled.groupby(["level", "metric"])["value"].mean()
@@ -700,9 +731,9 @@ def _evaluation_link(ctx: Context, tr: Training, condition: str, rows: pd.DataFr
     return link
 
 
-def _row_link(ctx: Context, model: str, condition: str, rows: pd.DataFrame) -> Link:
+def _row_link(ctx: Context, dataset: str, model: str, condition: str, rows: pd.DataFrame) -> Link:
     """A report row against the scores file it was collected from."""
-    path = ctx.path(paths.scores_file(model, condition))
+    path = ctx.path(paths.scores_file(dataset, model, condition))
     at = ("result_row", f"{model} / {condition}", ctx.show(path))
     if not path.is_file():
         return Link(*at, None, None, MISSING)
