@@ -14,6 +14,7 @@ import torch
 
 from robustmer.errors import DataError
 from robustmer.io import atomic_path
+from robustmer.paths import dataset_of
 from robustmer.signals import critical
 
 CHECKPOINT_FORMAT = 1
@@ -45,7 +46,11 @@ def save_checkpoint(
 def load_checkpoint(path: Path, model: str) -> dict[str, Any]:
     """Load with weights_only=True; a missing or unreadable file is a DataError with the fix."""
     path = Path(path)
-    fix = f"run `robustmer train {model}` (or `dvc repro train@{model}`) to rebuild it"
+    ds = dataset_of(path) or "<dataset>"
+    fix = (
+        f"run `robustmer train {model} --dataset {ds}` (or `dvc repro train@{ds}-{model}`) "
+        "to rebuild it"
+    )
     if not path.is_file():
         raise DataError(f"{path}: checkpoint not found; {fix}")
     try:
