@@ -28,7 +28,7 @@ def params_for(dataset: str, **acquire_cfg: object) -> dict:
 
 
 def test_schema_accepts_exactly_the_registry_datasets() -> None:
-    assert schema()["properties"]["dataset"]["enum"] == list(registry())
+    assert schema()["$defs"]["dataset_name"]["enum"] == list(registry())
 
 
 def test_every_adapter_resolves_to_a_function() -> None:

@@ -76,7 +76,7 @@ def statuses(root: Path) -> dict[str, str]:
 
 
 def first_epoch_saved(root: Path) -> Callable[[], bool]:
-    resume = building_dir(root / "models" / "fusion_mlp") / "resume"
+    resume = building_dir(root / "models" / "builtin" / "fusion_mlp") / "resume"
     return lambda: any(resume.glob("seed_*/fold_*/fit_0.epoch.pt"))
 
 
@@ -85,7 +85,7 @@ def straight(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same training, never interrupted."""
     root = project(tmp_path_factory.mktemp("straight"))
     train(root)
-    return root / "models" / "fusion_mlp"
+    return root / "models" / "builtin" / "fusion_mlp"
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -93,7 +93,7 @@ def test_a_signal_stops_train_cleanly_and_the_rerun_resumes(
     sig: signal.Signals, straight: Path, tmp_path: Path
 ) -> None:
     root = project(tmp_path)
-    target = root / "models" / "fusion_mlp"
+    target = root / "models" / "builtin" / "fusion_mlp"
     shutil.copytree(straight, target)  # the previous model, marked as such
     (target / "previous.txt").write_text("the model before this run")
     previous = folder_digest(target)
