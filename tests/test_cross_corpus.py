@@ -159,3 +159,16 @@ def test_label_maps_are_checked(tmp_path: Path) -> None:
     same["cross_corpus"]["evaluations"]["builtin_on_folder"]["test"] = "builtin"
     with pytest.raises(ConfigError, match="already scores a dataset on itself"):
         validate_params(same)
+
+
+def test_extractor_options_ignore_what_one_run_found() -> None:
+    """Two stores extracted the same way differ in their statistics, never in their options."""
+    from robustmer.data.store import FeatureMeta
+
+    def meta(**params: object) -> FeatureMeta:
+        return FeatureMeta("audio", "egemaps", "utterance", 88, params=dict(params))
+
+    same = meta(feature_set="eGeMAPSv02", stats={"mean": 1.0}, n_placeholders=0)
+    other_run = meta(feature_set="eGeMAPSv02", stats={"mean": 2.0}, n_placeholders=3)
+    assert same.options() == other_run.options() == {"feature_set": "eGeMAPSv02"}
+    assert meta(feature_set="ComParE_2016").options() != same.options()

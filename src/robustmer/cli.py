@@ -278,9 +278,6 @@ def cross_corpus(
                            f"UA {m['ua']:.4f} (fold models {m['ua_fold_mean']:.4f})")  # fmt: skip
 
 
-_RUN_RECORDS = {"stats", "n_placeholders", "frames", "entry"}  # what a run found, not options
-
-
 @app.command()
 def features(
     dataset: Annotated[
@@ -299,8 +296,8 @@ def features(
     for feature in store.feature_names():
         meta = store.meta(feature)
         rate = f"{meta.frame_rate:g}" if meta.frame_rate else "-"
-        source = ", ".join(f"{k}={v}" for k, v in sorted(meta.params.items())
-                           if k not in _RUN_RECORDS and not isinstance(v, dict))  # fmt: skip
+        source = ", ".join(f"{k}={v}" for k, v in sorted(meta.options().items())
+                           if not isinstance(v, dict))  # fmt: skip
         typer.echo(f"{feature:34} {meta.level:9} {meta.dim:>6} {rate:>7}  {meta.version}"
                    + (f" ({source})" if source else ""))  # fmt: skip
 

@@ -33,6 +33,10 @@ OPTIONAL_COLUMNS = ("fold", "split", "valence", "arousal", "audio_path", "video_
 Level = Literal["utterance", "frame"]
 
 
+# Keys of FeatureMeta.params that record what an extraction run found, not its options.
+RUN_RECORD_KEYS = frozenset({"stats", "n_placeholders", "frames", "entry"})
+
+
 @dataclass
 class FeatureMeta:
     """What a feature array holds and how it was made (stored as <extractor>.json)."""
@@ -52,6 +56,11 @@ class FeatureMeta:
     @property
     def name(self) -> str:
         return f"{self.modality}/{self.extractor}"
+
+    def options(self) -> dict[str, Any]:
+        """How the feature was extracted: `params` without what one run found (statistics,
+        placeholder counts, frame counts), so two stores made the same way compare equal."""
+        return {k: v for k, v in self.params.items() if k not in RUN_RECORD_KEYS}
 
 
 def pack_sequences(

@@ -48,8 +48,6 @@ log = logging.getLogger(__name__)
 
 ENSEMBLE = "ensemble"  # fold of the rows scored by the mean of every fold model
 CROSS_COLUMNS = ("train_dataset", "test_dataset", *paths.SCORE_COLUMNS)
-# Feature metadata that records what one extraction run found, not how it extracts.
-_RUN_RECORDS = {"stats", "n_placeholders", "frames", "entry"}
 
 
 def shared_classes(label_maps: dict[str, dict[str, str]], train: str, test: str) -> list[str]:
@@ -87,17 +85,13 @@ def check_same_features(train: FeatureStore, test: FeatureStore, spec: ModelSpec
                 f"{test.dataset}"
             )
         a, b = train.meta(name), test.meta(name)
-        made = [(m.level, m.dim, m.version, _options(m.params)) for m in (a, b)]
+        made = [(m.level, m.dim, m.version, m.options()) for m in (a, b)]
         if made[0] != made[1]:
             raise DataError(
                 f"{name} differs between {train.root} ({a.level}, dim {a.dim}, {a.version}) and "
                 f"{test.root} ({b.level}, dim {b.dim}, {b.version}) or in its extractor options; "
                 "a cross-corpus model needs the same extractor on both datasets"
             )
-
-
-def _options(meta_params: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in meta_params.items() if k not in _RUN_RECORDS}
 
 
 def evaluate_cross_corpus(
