@@ -115,3 +115,22 @@ def test_per_dataset_with_an_unknown_dataset_is_refused() -> None:
         ConfigError, match=r"models.nmer.per_dataset: unknown dataset\(s\) \['iemocapp'\]"
     ):
         validate_params(_with_dataset("builtin", per_dataset={"iemocapp": {"preset": "iemocap"}}))
+
+
+def test_a_stage_needs_one_of_the_projects_datasets() -> None:
+    """`datasets:` lists the corpora; `dataset` alone means a list of one; with several, a
+    stage must be told which (the CLI's --dataset) and only a listed one is accepted."""
+    from robustmer.config import require_dataset
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    raw.pop("datasets")
+    single = validate_params({**raw, "dataset": "emodb"})
+    assert single["datasets"] == ["emodb"] and require_dataset(single) == "emodb"
+    several = validate_params({**raw, "datasets": ["builtin", "emodb"]})
+    assert "dataset" not in several
+    with pytest.raises(ConfigError, match=r"lists several datasets \(builtin, emodb\).*--dataset"):
+        require_dataset(several)
+    chosen = validate_params({**raw, "datasets": ["builtin", "emodb"]}, dataset="emodb")
+    assert require_dataset(chosen) == "emodb"
+    with pytest.raises(ConfigError, match="'meld' is not one of the project's datasets"):
+        validate_params({**raw, "datasets": ["builtin", "emodb"]}, dataset="meld")
