@@ -145,8 +145,8 @@ def fit(job: FitJob) -> FitResult:
     if saved is not None:
         model.load_state_dict(saved["model"])
         optimiser.load_state_dict(saved["optimiser"])
-        for key, value in saved["schedulers"].items():
-            schedulers[key].load_state_dict(value)  # type: ignore[union-attr]
+        for name, value in saved["schedulers"].items():
+            schedulers[name].load_state_dict(value)  # type: ignore[union-attr]
         scaler.load_state_dict(saved["scaler"])
         generator.set_state(saved["loader"])
         restore_random_states(saved["random"], streams, device)
