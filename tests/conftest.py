@@ -175,3 +175,30 @@ def tiny_store(store_factory: Callable[..., Path]) -> Path:
 @pytest.fixture
 def tiny_params() -> dict[str, Any]:
     return tiny_params_dict()
+
+
+@pytest.fixture
+def interrupt_at(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """`interrupt_at(fit=i, epoch=e, fold=k)`: raise KeyboardInterrupt once, right after that
+    epoch state is saved; later saves (the rerun) go through (tests/test_resume.py)."""
+    from robustmer.training import resume
+
+    original = resume.FitCheckpoints.save_epoch
+
+    def arm(fit: int, epoch: int, fold: int, seed: int = 1) -> None:
+        fired: list[bool] = []
+
+        def save_then_stop(self: resume.FitCheckpoints, payload: Any) -> None:
+            original(self, payload)
+            path = self.epoch_path
+            if fired or path.name != f"fit_{fit}.epoch.pt":
+                return
+            if path.parent.as_posix().endswith(f"seed_{seed}/fold_{fold}"):
+                state = self.load_epoch()
+                if state is not None and state["epoch"] == epoch:
+                    fired.append(True)
+                    raise KeyboardInterrupt(f"test: stop after epoch {epoch} of fit {fit}")
+
+        monkeypatch.setattr(resume.FitCheckpoints, "save_epoch", save_then_stop)
+
+    return arm

@@ -157,8 +157,8 @@ def test_declared_option_defaults_are_the_networks_defaults(name: str, networks:
 
 def test_builtin_methods_register_from_their_packages() -> None:
     names = method_names()
-    assert {"early_fusion", "mer2024_attention", "nmer", "imder"} <= set(names)
-    for name in ("early_fusion", "mer2024_attention", "nmer", "imder"):
+    assert {"early_fusion", "mer2024_attention", "nmer", "imder", "semi", "vat"} <= set(names)
+    for name in ("early_fusion", "mer2024_attention", "nmer", "imder", "semi", "vat"):
         m = method(name)
         assert m.name == name
         recipe: Recipe = m.recipe
