@@ -23,11 +23,11 @@ import yaml
 from dataset_fixtures_raw import build_folder
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_MODELS = ("audio_mlp", "fusion_mlp", "nmer", "imder", "semi")
+TINY_MODELS = ("audio_mlp", "fusion_mlp", "nmer", "imder", "semi", "vat")
 # Snakemake runs the same rules on a subset (the cheap baselines and one pretraining method):
 # each model's cells are independent, so its metrics must equal DVC's, and the dry-run parity
 # test (tests/test_workflow_parity.py) checks that both front doors plan the same jobs for all.
-SNAKEMAKE_MODELS = ("audio_mlp", "fusion_mlp", "semi")
+SNAKEMAKE_MODELS = ("audio_mlp", "fusion_mlp", "vat")
 TINY_CONDITIONS = {
     "clean": {"kind": "clean"},
     "missing_rate": {"kind": "missing_rate", "levels": [0.0, 0.6]},
@@ -37,7 +37,7 @@ TINY_CONDITIONS = {
 }
 # The audio-only dataset: 6 speakers x 3 classes of sine tones, 3 speaker folds.
 FOLDER_SPEAKERS = ("ann", "bob", "cat", "dan", "eve", "fay")
-NEEDS_VIDEO_OR_TEXT = ("fusion_mlp", "nmer", "imder", "semi")
+NEEDS_VIDEO_OR_TEXT = ("fusion_mlp", "nmer", "imder", "semi", "vat")
 pytestmark = pytest.mark.e2e
 
 
@@ -69,6 +69,15 @@ def tiny_params(folder: Path | None = None, models: tuple[str, ...] = TINY_MODEL
         pretrain={"epochs": 3},
         train={"epochs": 10},
     )
+    # VAT: a small model, a few epochs of alignment pretraining (the pool counts), short
+    # fine-tuning with distillation.
+    params["models"]["vat"].update(
+        hidden_dim=32,
+        options={"heads": 2, "video_layers": 1, "audio_layers": 1, "max_frames": 16,
+                 "queue_size": 64},
+        pretrain={"epochs": 3, "batch_size": 16},
+        train={"epochs": 15, "batch_size": 16, "patience": 6},
+    )  # fmt: skip
     params["models"] = {name: params["models"][name] for name in models}
     params["corrupt"]["conditions"] = TINY_CONDITIONS
     if folder is not None:  # a second dataset, and the built-in models scored on it
@@ -187,6 +196,7 @@ def test_dvc_repro_runs_everything(dvc_run: Path) -> None:
     assert ua(got, "nmer", "clean", "clean") > 0.33, got["nmer/clean"]
     assert ua(got, "imder", "clean", "clean") > 0.33, got["imder/clean"]
     assert ua(got, "semi", "clean", "clean") > 0.33, got["semi/clean"]
+    assert ua(got, "vat", "clean", "clean") > 0.33, got["vat/clean"]
     semi = json.loads((dvc_run / "models/builtin/semi/train_summary.json").read_text())
     rounds = [r for f in semi["folds"] for r in f["extra"]["pseudo_labels"]]
     assert len(rounds) == len(semi["folds"]) and all(r["n_pool"] > 0 for r in rounds)
@@ -260,7 +270,7 @@ def test_mlflow_run_per_model_with_lineage_tags(dvc_run: Path) -> None:
     parents = [r for r in parents if r.data.params.get("dataset", "builtin") == "builtin"
                or r.info.run_name == "cross-corpus-builtin_on_folder"]  # fmt: skip
     assert sorted(r.info.run_name for r in parents) == sorted(
-        [*TINY_MODELS, "nmer-pretrain", "imder-pretrain", "semi-pretrain", "report",
+        [*TINY_MODELS, "nmer-pretrain", "imder-pretrain", "semi-pretrain", "vat-pretrain", "report",
          "cross-corpus-builtin_on_folder"]
     )  # fmt: skip
     parents = [r for r in parents if r.info.run_name in TINY_MODELS]

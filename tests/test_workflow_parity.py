@@ -89,7 +89,8 @@ def expected_outputs(params: dict) -> set[str]:
         }
         expected |= {paths.corrupted_dir(ds, c) for c in conditions}
         for model in params["models"]:
-            expected |= {paths.model_dir(ds, model), paths.pretrain_dir(ds, model)}
+            expected |= {paths.model_dir(ds, model), paths.pretrain_dir(ds, model),
+                         paths.tune_dir(ds, model), paths.tuned_file(ds, model)}  # fmt: skip
             for c in conditions:
                 expected |= {
                     paths.metrics_file(ds, model, c),
@@ -133,7 +134,8 @@ def test_two_datasets_and_a_cross_corpus_cell_in_both_front_doors(tmp_path: Path
     outs = {o for _, stage_outs in dvc.values() for o in stage_outs}
     assert outs == expected_outputs(load_params(tmp_path / "params.yaml"))
     stages = {stage for stage, _ in dvc.values()}
-    assert {"train@builtin-nmer", "train@emodb-nmer", "cross_corpus@builtin_on_emodb"} <= stages
+    assert {"train@builtin-nmer", "train@emodb-nmer", "cross_corpus@builtin_on_emodb",
+            "tune@emodb-audio_mlp"} <= stages  # fmt: skip
     assert "robustmer train nmer --dataset emodb" in dvc
     assert "robustmer cross-corpus builtin_on_emodb" in dvc
 
@@ -276,6 +278,7 @@ def test_code_deps_cover_every_imported_module(front: str) -> None:
         "extract",
         "validate",
         "corrupt",
+        "tune",
         "pretrain",
         "train",
         "evaluate",

@@ -16,8 +16,15 @@ from typing import Annotated
 import typer
 
 from robustmer import paths, signals
-from robustmer.config import DEFAULT_PARAMS, Params, load_params, require_dataset
-from robustmer.errors import RobustmerError, ValidationFailed
+from robustmer.config import (
+    DEFAULT_PARAMS,
+    Params,
+    load_params,
+    read_params_file,
+    require_dataset,
+    validate_params,
+)
+from robustmer.errors import ConfigError, RobustmerError, ValidationFailed
 
 app = typer.Typer(
     add_completion=False,
@@ -187,6 +194,63 @@ def train(
     )
     if not _skipped(out / paths.SUMMARY_FILE):
         typer.echo(f"trained {model} into {out}")
+
+
+@app.command()
+def tune(
+    model: Annotated[str, typer.Argument(help="a model name with a `tune.spaces` entry")],
+    params: ParamsOpt = DEFAULT_PARAMS,
+    dataset: DatasetOpt = None,
+    trials: Annotated[int | None, typer.Option(help="trials of the study (tune.trials)")] = None,
+    workers: Annotated[int, typer.Option(help="processes on this machine sharing the study")] = 1,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            help="journal file or RDB URL shared by every worker (tune.storage); "
+            "run the same command on several machines to share the trials"
+        ),
+    ] = None,
+    force: ForceOpt = False,
+) -> None:
+    """Search MODEL's hyper-parameters (docs/tuning.md): the best values go to
+    tuned/<dataset>/<model>.yaml, the study to models/<dataset>/<model>.tune/."""
+    from robustmer.tuning.space import search_space
+    from robustmer.tuning.study import tune_model, write_not_tuned, write_summary_from_storage
+
+    raw = read_params_file(params)
+    p = validate_params(raw, source=str(params), dataset=dataset, tuned=False)
+    ds = require_dataset(p, str(params))
+    if model not in p["models"]:
+        raise ConfigError(f"model {model!r} is not in {params} `models`")
+    best_file, tune_dir = paths.tuned_file(ds, model), paths.tune_dir(ds, model)
+    if model not in p["tune"]["models"]:  # the pipeline's stage for a model without a search
+        write_not_tuned(model, ds, tune_dir, best_file, "not in tune.models")
+        typer.echo(f"{model}: not in tune.models, nothing to search; wrote {best_file}")
+        return
+    _gate(p, "tune", force)
+    search_space(p, model)  # a bad space fails before any worker starts
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    args = (raw, model, ds, paths.feature_dir(ds), tune_dir)
+    options = {"best_file": best_file, "storage": storage, "trials": trials}
+    if workers == 1:
+        summary = tune_model(*args, **options)
+    else:
+        from robustmer.workers import worker_pool
+
+        with worker_pool(workers) as pool:
+            for future in [pool.submit(tune_model, *args, **options) for _ in range(workers)]:
+                future.result()
+        summary = write_summary_from_storage(*args, **options)
+    best = summary.get("best")
+    counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(summary["counts"].items()))
+    if best is None:
+        typer.echo(f"{model}: no trial completed ({summary.get('reason') or counts})")
+        return
+    typer.echo(
+        f"tuned {model}: {counts}; best trial {best['number']}, validation "
+        f"{summary['metric']} {best['value']:.4f} with {best['params']}; wrote {best_file}"
+    )
 
 
 @app.command()

@@ -27,6 +27,8 @@ REGRESSION_SELECTION_DEFAULT = "mae"
 
 Params = dict[str, Any]
 DEFAULT_PARAMS = Path("params.yaml")
+# The keys of a model entry that a search may set (`tune.spaces`) and a `tuned` file may hold.
+TUNABLE_KEYS = frozenset({"hidden_dim", "dropout", "num_layers", "options", "train", "pretrain"})
 
 
 def schema() -> dict[str, Any]:
@@ -173,15 +175,84 @@ def expand_presets(raw: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def merge_entry(entry: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`entry` with `overrides` applied: dicts (train, pretrain, options) merge one level."""
+    out = copy.deepcopy(entry)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def apply_tuned(raw: dict[str, Any]) -> dict[str, Any]:
+    """Apply the search results of the models in `tune.models` (tuned/<dataset>/<model>.yaml,
+    written by `robustmer tune`) over their entries, for the dataset the stage runs on.
+
+    A missing file is left to the stages that build the model (`require_tuned`): listing a
+    model in `tune.models` must not stop `extract` before its search has run.
+    """
+    from robustmer.paths import tuned_file
+
+    dataset = raw.get("dataset")
+    if dataset is None:
+        return raw
+    out = copy.deepcopy(raw)
+    for name in (out.get("tune") or {}).get("models") or []:
+        entry = (out.get("models") or {}).get(name)
+        path = tuned_file(str(dataset), name)
+        if not isinstance(entry, dict) or not path.is_file():
+            continue
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(values, dict) or not set(values) <= TUNABLE_KEYS:
+            raise ConfigError(
+                f"{path}: must map keys of a model entry ({', '.join(sorted(TUNABLE_KEYS))}) to "
+                f"values; rerun `robustmer tune {name} --dataset {dataset}`"
+            )
+        out["models"][name] = merge_entry(entry, values)
+    return out
+
+
+def _check_tune(params: Params, source: str) -> None:
+    """Every model in `tune.models` exists and has a search space."""
+    tune = params.get("tune") or {}
+    for name in tune.get("models") or []:
+        if name not in params["models"]:
+            raise ConfigError(f"{source}: tune.models: {name!r} is not in `models`")
+        if name not in (tune.get("spaces") or {}):
+            raise ConfigError(
+                f"{source}: tune.models: {name!r} has no search space; add tune.spaces.{name} "
+                "(docs/tuning.md)"
+            )
+
+
+def require_tuned(params: Params, model: str) -> None:
+    """A model listed in `tune.models` is trained and scored with its search's result only."""
+    from robustmer.paths import tuned_file
+
+    if model not in params.get("tune", {}).get("models", []):
+        return
+    ds = require_dataset(params)
+    path = tuned_file(ds, model)
+    if not path.is_file():
+        raise ConfigError(
+            f"{path} not found: {model} is listed in tune.models; run `robustmer tune {model} "
+            f"--dataset {ds}` (or `dvc repro tune@{ds}-{model}`) first, or remove it from the list"
+        )
+
+
 def validate_params(
-    raw: dict[str, Any], source: str = "params", dataset: str | None = None
+    raw: dict[str, Any], source: str = "params", dataset: str | None = None, tuned: bool = True
 ) -> Params:
     """Return a validated copy of `raw` with presets expanded and every default filled in.
 
     `dataset` picks the dataset a stage runs on (see `with_dataset`); its `per_dataset` model
-    keys apply.
+    keys apply, and with `tuned` the search results of the models in `tune.models`.
     """
     params = expand_presets(apply_per_dataset(with_dataset(raw, dataset, source)))
+    if tuned:
+        params = apply_tuned(params)
     # Two passes: the first fills defaults of nested objects created by outer defaults.
     validator = _Validator(schema())
     for _ in range(2):
@@ -198,6 +269,7 @@ def validate_params(
             )
     check_options(params, source)  # adapter and extractor options: not in the schema
     _check_cross_corpus(params, source)
+    _check_tune(params, source)
     for name in params["models"]:
         _check_task(params, ModelSpec.from_params(params, name), source)
     return params
@@ -270,6 +342,11 @@ def selection_metric(
 def load_params(
     path: str | os.PathLike[str] = DEFAULT_PARAMS, dataset: str | None = None
 ) -> Params:
+    return validate_params(read_params_file(path), source=str(path), dataset=dataset)
+
+
+def read_params_file(path: str | os.PathLike[str] = DEFAULT_PARAMS) -> dict[str, Any]:
+    """The params file as written (a mapping), before presets, defaults and validation."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(
@@ -281,7 +358,7 @@ def load_params(
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
-    return validate_params(raw, source=str(path), dataset=dataset)
+    return raw
 
 
 @dataclass(frozen=True)

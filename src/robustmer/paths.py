@@ -13,6 +13,7 @@ FEATURES = Path("data/features")
 CORRUPTED = Path("data/corrupted")
 MODELS = Path("models")
 RESULTS = Path("results")
+TUNED = Path("tuned")
 
 # Inside a model folder: what `train` / `pretrain` write beside the checkpoints.
 SUMMARY_FILE = "train_summary.json"
@@ -50,6 +51,16 @@ def model_dir(dataset: str, model: str) -> Path:
 def pretrain_dir(dataset: str, model: str) -> Path:
     """Stage-1 checkpoints (NMER); for one-stage models a note that there is none."""
     return MODELS / dataset / f"{model}.pretrain"
+
+
+def tune_dir(dataset: str, model: str) -> Path:
+    """A model's hyper-parameter search: its journal, trials.csv, summary (docs/tuning.md)."""
+    return MODELS / dataset / f"{model}.tune"
+
+
+def tuned_file(dataset: str, model: str) -> Path:
+    """The search's best values as model entry keys; applied when the model is in tune.models."""
+    return TUNED / dataset / f"{model}.yaml"
 
 
 def corrupted_dir(dataset: str, condition: str) -> Path:

@@ -1,4 +1,5 @@
-# corrupt (one job per condition), train (one per model), evaluate (one per model x condition).
+# corrupt (one job per condition), tune, pretrain and train (one per model), evaluate (one per
+# model x condition).
 
 
 rule corrupt:
@@ -29,10 +30,53 @@ rule corrupt:
         "robustmer corrupt {wildcards.condition} --dataset {wildcards.dataset} > {log} 2>&1"
 
 
+rule tune:
+    input:
+        features=FEATURES,
+        validated=VALIDATION_SUMMARY,
+        code=code(
+            "device.py",
+            "data/__init__.py",
+            "data/model_data.py",
+            "data/protocol.py",
+            "data/store.py",
+            "corruption",
+            "models",
+            "training",
+            "tracking",
+            "tuning",
+        ),
+    output:
+        tuned="tuned/{dataset}/{model}.yaml",
+        study=directory("models/{dataset}/{model}.tune"),
+    log:
+        "logs/tune/{dataset}/{model}.log",
+    conda:
+        "../envs/robustmer.yaml"
+    threads: lambda w: threads_of(w.model)
+    resources:
+        mem_mb=4000,
+        runtime=720,
+        gpu=lambda w: local_gpus(),
+    params:
+        settings=lambda w: {
+            "seed": config["seed"],
+            "device": config["device"],
+            "cv": config["cv"],
+            "train": config["train"],
+            "model": config["models"][w.model],
+            "tune": config["tune"],
+            "mlflow": config["mlflow"],
+        },
+    shell:
+        "robustmer tune {wildcards.model} --dataset {wildcards.dataset} > {log} 2>&1"
+
+
 rule pretrain:
     input:
         features=FEATURES,
         validated=VALIDATION_SUMMARY,
+        tuned="tuned/{dataset}/{model}.yaml",
         code=code(
             "device.py",
             "data/__init__.py",
@@ -73,6 +117,7 @@ rule train:
         features=FEATURES,
         validated=VALIDATION_SUMMARY,
         pretrained="models/{dataset}/{model}.pretrain",
+        tuned="tuned/{dataset}/{model}.yaml",
         code=code(
             "device.py",
             "data/__init__.py",

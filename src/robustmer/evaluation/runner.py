@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 
 from robustmer import MODALITIES
-from robustmer.config import ModelSpec, Params, TrainConfig
+from robustmer.config import ModelSpec, Params, TrainConfig, require_tuned
 from robustmer.corruption.condition_store import ConditionStore
 from robustmer.corruption.feature_noise import noise_sample, schedule
 from robustmer.corruption.temporal import drop_frames
@@ -104,6 +104,8 @@ def evaluate_model(
     spec = ModelSpec.from_params(params, model_name)
     cfg = TrainConfig.from_params(params, spec)
     summary = _read_summary(Path(model_dir), model_name)
+    if not summary.get("skipped"):
+        require_tuned(params, model_name)
     store = FeatureStore(store_dir)
     cond = ConditionStore(condition_dir)
     cond.check_store(store)

@@ -323,10 +323,12 @@ def model_run(
     """The parent run of one model's training; ends FINISHED, or FAILED on an exception.
 
     Runs of the same model and stage that a killed process left RUNNING are closed first.
+    Opened while another run is active (a search's trial), it is nested in that run.
     """
     client, experiment_id = _connect(params)
     close_orphans(client, experiment_id, tags)
-    with _opened(_create_run(client, experiment_id, run_name, tags)) as run:
+    parent = _active[-1].run_id if _active else None
+    with _opened(_create_run(client, experiment_id, run_name, tags, parent)) as run:
         run.log_params(run_params)
         yield run
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from robustmer.config import ModelSpec, Params, TrainConfig
+from robustmer.config import ModelSpec, Params, TrainConfig, require_tuned
 from robustmer.corruption.training import TrainingCorruption
 from robustmer.data.model_data import (
     NORM_EPS,
@@ -116,14 +116,17 @@ def train_model(
     out_dir: Path,
     stage: str = "train",
     pretrain_dir: Path | None = None,
+    on_unit: Callable[[dict[str, Any]], None] | None = None,
 ) -> Path:
     """Train every fold and seed of `model_name` into `out_dir` (checkpoints and summary).
 
     Each (fold, seed) is trained by the method's recipe (`Recipe.pretrain` or `Recipe.train`)
     with a `FoldJob` as its context; `pretrain_dir` holds the stage-1 weights of methods that
-    pretrain.
+    pretrain. `on_unit` receives each (seed, fold) summary as it finishes (a search reports its
+    validation score and may stop the training by raising).
     """
     check_models(params)
+    require_tuned(params, model_name)
     spec = ModelSpec.from_params(params, model_name)
     cfg = TrainConfig.from_params(params, spec, stage)
     store = FeatureStore(store_dir)
@@ -148,7 +151,12 @@ def train_model(
     fold_run = FoldRun(params, spec, cfg, data, stage, building.root, device, tags, pretrain_dir,
                        building)  # fmt: skip
     with mlflow_run.model_run(params, run_name, tags, run_params(params, spec)) as parent:
-        fold_summaries = [fold_run(split, replicate) for replicate in cfg.seeds for split in folds]
+        fold_summaries = []
+        for replicate in cfg.seeds:
+            for split in folds:
+                fold_summaries.append(fold_run(split, replicate))
+                if on_unit is not None:
+                    on_unit(fold_summaries[-1])
         reused = sum(1 for f in fold_summaries if f.get("reused"))
         if reused:
             parent.set_tags({"robustmer.reused_units": str(reused)})
