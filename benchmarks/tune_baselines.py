@@ -39,9 +39,20 @@ from robustmer.tuning.study import tune_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
+# --space wide: beyond the MERTools grid, the knobs of docs/linear.md's MLP experiments.
+WIDE = {
+    "hidden_dim": {"choices": [32, 64, 128, 256]},
+    "dropout": {"low": 0.1, "high": 0.6, "step": 0.1},
+    "num_layers": {"low": 1, "high": 3, "int": True},
+    "train.lr": {"low": 1.0e-4, "high": 3.0e-3, "log": True},
+    "train.weight_decay": {"low": 1.0e-6, "high": 1.0e-2, "log": True},
+    "train.batch_size": {"choices": [16, 32, 64]},
+}
 
 
-def project(dataset: str, seeds: list[int], work: Path) -> tuple[dict[str, Any], Path]:
+def project(
+    dataset: str, seeds: list[int], work: Path, space: str = "mertools", val_speakers: int = 0
+) -> tuple[dict[str, Any], Path]:
     """Plain params (MLP, linear, the MERTools space for the MLP) and the store to read."""
     defaults = yaml.safe_load((ROOT / "params.yaml").read_text())
     if dataset == "builtin":
@@ -55,15 +66,17 @@ def project(dataset: str, seeds: list[int], work: Path) -> tuple[dict[str, Any],
     mlp = {k: defaults["models"]["fusion_mlp"][k] for k in ("hidden_dim", "dropout")}
     raw |= {
         "device": "cpu",
-        "cv": defaults["cv"],
+        "cv": {**defaults["cv"], **({"val_speakers": val_speakers} if val_speakers else {})},
         "train": {**defaults["train"], "seeds": seeds},
         "models": {
             "mlp": {"arch": "early_fusion", "features": features, **mlp},
             "linear": {"arch": "linear", "features": features},
         },
         "corrupt": {"conditions": {"clean": {"kind": "clean"}}},
-        "tune": {"models": ["mlp"], "spaces": {"mlp": defaults["tune"]["spaces"]["audio_mlp"]}},
-    }
+        "tune": {"models": ["mlp"],
+                 "spaces": {"mlp": WIDE if space == "wide"
+                            else defaults["tune"]["spaces"]["audio_mlp"]}},
+    }  # fmt: skip
     if dataset != "builtin":
         from robustmer.data.acquire import acquire
         from robustmer.features.extract import extract
@@ -85,8 +98,10 @@ def test_ua(raw: dict[str, Any], model: str, store: Path, work: Path, tag: str) 
     return {"ua": level["ua"], "ua_std": level["ua_std"], "ua_fold_mean": level["ua_fold_mean"]}
 
 
-def compare(dataset: str, trials: int, seeds: list[int], work: Path) -> dict[str, Any]:
-    raw, store = project(dataset, seeds, work)
+def compare(
+    dataset: str, trials: int, seeds: list[int], work: Path, space: str, val_speakers: int
+) -> dict[str, Any]:
+    raw, store = project(dataset, seeds, work, space, val_speakers)
     corrupt(validate_params(raw), "clean", store, work / "clean")
     started = time.perf_counter()
     summary = tune_model(raw, "mlp", dataset, store, work / "tune", best_file=work / "best.yaml",
@@ -140,6 +155,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--throughput", type=int, default=0, help="trials per throughput study")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--space", choices=["mertools", "wide"], default="mertools")
+    parser.add_argument("--val-speakers", type=int, default=0, help="cv.val_speakers (0: params)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     os.environ.setdefault("ROBUSTMER_NO_PROGRESS", "1")
@@ -151,7 +168,8 @@ def main() -> None:
                                                Path(tmp) / "throughput")  # fmt: skip
         else:
             for ds in args.datasets:
-                r = compare(ds, args.trials, args.seeds, Path(tmp) / ds)
+                r = compare(ds, args.trials, args.seeds, Path(tmp) / ds, args.space,
+                            args.val_speakers)  # fmt: skip
                 results[ds] = r
                 print(f"{ds}: best trial {r['best_trial']['number']} val UA "
                       f"{r['best_trial']['value']:.3f} {r['best_trial']['params']} "

@@ -122,6 +122,7 @@ def tune_model(
                                      tpe_seed)  # fmt: skip
             values = {d.key: _suggest(trial, d) for d in space}
             trial.set_user_attr("worker", worker)
+            trial.set_user_attr("values", values)  # as trained (grid values rounded)
             _run_trial(study, trial, raw, model, dataset, store_dir, tune_dir, values, metric,
                        settings)  # fmt: skip
         summary = write_outputs(study, model, dataset, metric, tune_dir, best_file)
@@ -238,7 +239,9 @@ def _suggest(trial: Any, d: Dimension) -> Any:
     if d.integer:
         return trial.suggest_int(d.key, int(d.low), int(d.high), step=int(d.step or 1),
                                  log=d.log)  # fmt: skip
-    return trial.suggest_float(d.key, d.low, d.high, step=d.step, log=d.log)
+    value = trial.suggest_float(d.key, d.low, d.high, step=d.step, log=d.log)
+    # On a grid, low + k * step in floating point can show as 0.30000000000000004.
+    return round(value, 12) if d.step is not None else value
 
 
 def _check_same_search(
@@ -330,6 +333,11 @@ def _run_trial(
         log.info("trial %d: %s pruned after %d fold models", trial.number, values, len(scores))
 
 
+def _values(trial: Any) -> dict[str, Any]:
+    """The values a trial trained with (Optuna's params, with grid values rounded)."""
+    return dict(trial.user_attrs.get("values") or trial.params)
+
+
 def write_outputs(
     study: Any, model: str, dataset: str, metric: str, tune_dir: Path, best_file: Path | None
 ) -> dict[str, Any]:
@@ -346,7 +354,7 @@ def write_outputs(
                      "value": "" if t.value is None else repr(float(t.value)),
                      "seconds": t.user_attrs.get("seconds", ""),
                      "worker": t.user_attrs.get("worker", ""),
-                     **{f"param.{k}": repr(v) for k, v in sorted(t.params.items())}})  # fmt: skip
+                     **{f"param.{k}": repr(v) for k, v in sorted(_values(t).items())}})  # fmt: skip
     columns = sorted({k for r in rows for k in r}, key=lambda k: (k.startswith("param."), k))
     lines = [",".join(columns)] + [",".join(str(r.get(c, "")) for c in columns) for r in rows]
     write_text(tune_dir / TRIALS_FILE, "\n".join(lines) + "\n")
@@ -364,13 +372,13 @@ def write_outputs(
     if complete:
         best = study.best_trial
         summary["best"] = {"number": best.number, "value": float(best.value),
-                           "params": dict(best.params)}  # fmt: skip
+                           "params": _values(best)}  # fmt: skip
         header = (
             f"# robustmer tune {model} on {dataset}: trial {best.number} of {len(rows)}, "
             f"validation {metric} {best.value:.6f} (mean over the fold models).\n"
             f"# Applied over models.{model} by every stage while tune.models lists it.\n"
         )
-        text = yaml.safe_dump(overrides(best.params), sort_keys=True)
+        text = yaml.safe_dump(overrides(_values(best)), sort_keys=True)
         target = best_file or tune_dir / BEST_FILE
         target.parent.mkdir(parents=True, exist_ok=True)
         write_text(target, header + text)

@@ -180,6 +180,13 @@ class Momentum(nn.Module):
         """ALBEF's alpha: linear from 0 over the first epoch's steps, then constant."""
         return float(alpha) * min(1.0, float(self.step) / max(int(steps_per_epoch), 1))
 
+    def advance(self, alpha: float, steps_per_epoch: int, training: bool) -> float:
+        """This step's alpha (the ramp at the steps taken so far); a training step counts."""
+        value = self.ramp(alpha, steps_per_epoch)
+        if training:
+            self.step += 1
+        return value
+
 
 class VAT(nn.Module):
     """Video + audio (+ text) -> class logits from the fused [CLS] (see the module docstring).
@@ -308,9 +315,7 @@ class VAT(nn.Module):
         a = 0.0
         targets: Branches = {}
         if self.momentum is not None:
-            a = self.momentum.ramp(alpha, steps_per_epoch)
-            if self.training:
-                self.momentum.step += 1
+            a = self.momentum.advance(alpha, steps_per_epoch, self.training)
             self.momentum.update(self.trained_modules())
             with torch.no_grad():
                 targets = self.branches(inputs, lengths, self.momentum.copies)

@@ -89,9 +89,7 @@ class VATPretrain(nn.Module):
         """VAC + VAM for one batch of rows `ids`; updates the momentum model and the queue."""
         with torch.no_grad():
             self.temp.clamp_(*TEMP_BOUNDS)
-        alpha = self.momentum.ramp(self.alpha, steps_per_epoch)
-        if self.training:
-            self.momentum.step += 1
+        alpha = self.momentum.advance(self.alpha, steps_per_epoch, self.training)
         tokens, feats = self.features(inputs, lengths)
         with torch.no_grad():
             self.momentum.update({"encoders": self.core.encoders, "proj": self.proj})
