@@ -127,7 +127,8 @@ def test_train_without_pretraining_names_the_command(tmp_path: Path) -> None:
     proc = _cli(root, env, "train", "toy")
     assert proc.returncode == 2
     assert "stage-1 checkpoint not found" in proc.stderr
-    assert "robustmer pretrain toy" in proc.stderr
+    assert "robustmer pretrain toy --dataset builtin" in proc.stderr
+    assert "dvc repro pretrain@builtin-toy" in proc.stderr
 
 
 @pytest.mark.parametrize(("name", "networks"), [

@@ -41,7 +41,7 @@ from robustmer.io import atomic_dir, sha256_file, write_json
 from robustmer.metrics import task_metric_keys
 from robustmer.models.method import FitResult, Objective
 from robustmer.models.registry import build_model, check_models, method
-from robustmer.paths import PRETRAIN_SUMMARY, SUMMARY_FILE, run_record_path
+from robustmer.paths import PRETRAIN_SUMMARY, SUMMARY_FILE, dataset_of, run_record_path
 from robustmer.seeding import derive_seed, seed_everything
 from robustmer.tracking import mlflow_run
 from robustmer.tracking.lineage import lineage_tags
@@ -348,9 +348,11 @@ class FoldJob:
             raise DataError(f"{self.spec.name}: {self.spec.arch} needs its pretraining folder")
         path = checkpoint_path(self.run.pretrain_dir, self.split.fold, self.replicate)
         if not path.is_file():
+            ds = dataset_of(path) or "<dataset>"
             raise DataError(
                 f"{path}: stage-1 checkpoint not found; run `robustmer pretrain "
-                f"{self.spec.name}` (or `dvc repro pretrain@{self.spec.name}`) first"
+                f"{self.spec.name} --dataset {ds}` (or `dvc repro pretrain@{ds}-{self.spec.name}`) "
+                "first"
             )
         return load_checkpoint(path, self.spec.name)["state_dict"]
 
