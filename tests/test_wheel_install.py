@@ -1,8 +1,8 @@
 """The package works installed from its wheel, not only as an editable checkout.
 
 Every file the package reads at run time (the params schema, the dataset registry, the built-in
-lexicon, method presets) must be inside the wheel; a file that lives (or is linked) outside
-src/robustmer only works from the checkout. The wheel is built offline from a copy of the
+lexicon, method presets, protocols) must be inside the wheel; a file that lives (or is linked)
+outside src/robustmer only works from the checkout. The wheel is built offline from a copy of the
 checkout and installed without dependencies (they come from the running venv); the script runs
 outside the checkout with only the installed copy of robustmer importable.
 """
@@ -24,7 +24,7 @@ SCRIPT = textwrap.dedent(
     from pathlib import Path
 
     import robustmer
-    from robustmer.config import load_params, preset
+    from robustmer.config import load_params, preset, protocol
     from robustmer.data.builtin.transcripts import lexicon
     from robustmer.data.registry import dataset_info, registry
 
@@ -33,8 +33,10 @@ SCRIPT = textwrap.dedent(
     params = load_params(sys.argv[2])  # the schema, its defaults, the presets params.yaml names
     assert params["dataset"] in registry() and dataset_info("folder").kind == "raw"
     assert lexicon()
-    for arch, name in (("nmer", "iemocap"), ("imder", "mosi"), ("semi", "builtin_cpu")):
+    for arch, name in (("nmer", "iemocap"), ("imder", "mosi"), ("semi", "builtin_cpu"),
+                       ("vat", "mer2024")):
         assert preset(arch, name), (arch, name)
+    assert protocol("mer2024")["train"]["selection_metric"] == "weighted_f1"
     print("wheel ok")
     """
 )

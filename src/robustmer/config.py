@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import logging
 import os
 from dataclasses import dataclass, field
 from importlib import resources
@@ -26,6 +27,8 @@ CLASSIFICATION_SELECTION_DEFAULT = "ua"
 REGRESSION_SELECTION_DEFAULT = "mae"
 
 Params = dict[str, Any]
+log = logging.getLogger(__name__)
+
 DEFAULT_PARAMS = Path("params.yaml")
 # The keys of a model entry that a search may set (`tune.spaces`) and a `tuned` file may hold.
 TUNABLE_KEYS = frozenset({"hidden_dim", "dropout", "num_layers", "options", "train", "pretrain"})
@@ -175,6 +178,66 @@ def expand_presets(raw: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+PROTOCOL_SECTIONS = ("acquire", "cv", "train", "report")
+
+
+def protocol_names() -> list[str]:
+    """The evaluation protocols shipped in robustmer/resources/protocols/."""
+    folder = resources.files("robustmer").joinpath("resources/protocols")
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def protocol(name: str) -> dict[str, Any]:
+    """One protocol: the datasets it fits and the keys it fixes (`PROTOCOL_SECTIONS`)."""
+    if name not in protocol_names():
+        raise ConfigError(f"unknown protocol {name!r} (known: {', '.join(protocol_names())})")
+    path = resources.files("robustmer").joinpath(f"resources/protocols/{name}.yaml")
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def apply_protocol(raw: dict[str, Any], source: str) -> dict[str, Any]:
+    """The keys of the dataset's protocol (`protocol: {<dataset>: <name>}`) over params.yaml's,
+    while a stage runs on that dataset: a protocol is a fixed way of evaluating, so its keys
+    win (a model's own `train` keys still win over the `train` section, as always)."""
+    table = raw.get("protocol") or {}
+    if not isinstance(table, dict):
+        raise ConfigError(f"{source}: protocol: a mapping dataset -> protocol name")
+    listed = project_datasets(raw)
+    for dataset, name in table.items():
+        if dataset not in listed:
+            raise ConfigError(
+                f"{source}: protocol.{dataset}: not one of the project's datasets {listed}"
+            )
+        fits = protocol(str(name)).get("datasets") or []
+        if dataset not in fits:
+            raise ConfigError(
+                f"{source}: protocol.{dataset}: protocol {name!r} fits {', '.join(fits)}, not "
+                f"{dataset!r}"
+            )
+    dataset = raw.get("dataset")
+    if dataset not in table:
+        return raw
+    out = copy.deepcopy(raw)
+    overridden = []
+    for section in PROTOCOL_SECTIONS:
+        keys = protocol(str(table[dataset])).get(section) or {}
+        if section == "acquire":
+            acquire = out.setdefault("acquire", {}) or {}
+            out["acquire"] = acquire
+            target = acquire.setdefault(dataset, {}) or {}
+            acquire[dataset] = target
+        else:
+            target = out.setdefault(section, {})
+        for key, value in keys.items():
+            if key in target and target[key] != value:
+                overridden.append(f"{section}.{key}")
+            target[key] = copy.deepcopy(value)
+    if overridden:
+        log.info("protocol %s on %s fixes %s (params.yaml's values do not apply)",
+                 table[dataset], dataset, ", ".join(overridden))  # fmt: skip
+    return out
+
+
 def merge_entry(entry: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """`entry` with `overrides` applied: dicts (train, pretrain, options) merge one level."""
     out = copy.deepcopy(entry)
@@ -250,7 +313,8 @@ def validate_params(
     `dataset` picks the dataset a stage runs on (see `with_dataset`); its `per_dataset` model
     keys apply, and with `tuned` the search results of the models in `tune.models`.
     """
-    params = expand_presets(apply_per_dataset(with_dataset(raw, dataset, source)))
+    chosen = apply_protocol(with_dataset(raw, dataset, source), source)
+    params = expand_presets(apply_per_dataset(chosen))
     if tuned:
         params = apply_tuned(params)
     # Two passes: the first fills defaults of nested objects created by outer defaults.

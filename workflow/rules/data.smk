@@ -29,6 +29,7 @@ rule acquire:
     params:
         settings=lambda w: {
             "seed": config["seed"],
+            "protocol": config["protocol"],
             "acquire": config["acquire"],
         },
     shell:

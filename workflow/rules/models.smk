@@ -61,6 +61,7 @@ rule tune:
     params:
         settings=lambda w: {
             "seed": config["seed"],
+            "protocol": config["protocol"],
             "device": config["device"],
             "cv": config["cv"],
             "train": config["train"],
@@ -102,6 +103,7 @@ rule pretrain:
     params:
         settings=lambda w: {
             "seed": config["seed"],
+            "protocol": config["protocol"],
             "device": config["device"],
             "cv": config["cv"],
             "train": config["train"],
@@ -143,6 +145,7 @@ rule train:
     params:
         settings=lambda w: {
             "seed": config["seed"],
+            "protocol": config["protocol"],
             "device": config["device"],
             "cv": config["cv"],
             "train": config["train"],
@@ -184,6 +187,7 @@ rule evaluate:
     params:
         settings=lambda w: {
             "seed": config["seed"],
+            "protocol": config["protocol"],
             "device": config["device"],
             "cv": config["cv"],
             "train": config["train"],

@@ -37,6 +37,7 @@ rule report:
             "conditions": config["corrupt"]["conditions"],
             "seeds": config["train"]["seeds"],
             "report": config["report"],
+            "protocol": config["protocol"],
             "mlflow": config["mlflow"],
         },
     shell:
@@ -78,6 +79,7 @@ rule cross_corpus:
     params:
         settings=lambda w: {
             "seed": config["seed"],
+            "protocol": config["protocol"],
             "device": config["device"],
             "cv": config["cv"],
             "train": config["train"],

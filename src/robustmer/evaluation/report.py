@@ -41,7 +41,7 @@ from robustmer.errors import DataError
 from robustmer.evaluation.plots import plot_metric_bars, plot_robustness
 from robustmer.evaluation.robustness import ONLY_MISSING, reliance_table, robustness_table
 from robustmer.io import atomic_path, read_json, write_json, write_text
-from robustmer.metrics import REPORT_DEFAULTS, metric_task, task_metric_keys
+from robustmer.metrics import REPORT_DEFAULTS, higher_is_better, metric_task, task_metric_keys
 from robustmer.paths import (
     NOT_FOLD_ROWS,
     OFFICIAL_TEST_FOLD,
@@ -201,6 +201,7 @@ def markdown_summary(
         "zeros in the normalised space, i.e. the training mean).",
         "",
     ]
+    lines += _ranking_lines(summary, [keys[0] for keys in metrics.values()])
     for condition in summary["condition"].unique():
         part = summary[summary["condition"] == condition]
         kind = _kind(params, condition)
@@ -225,6 +226,31 @@ def markdown_summary(
         "",
     ]
     return "\n".join(lines)
+
+
+def _ranking_lines(summary: pd.DataFrame, firsts: Sequence[str]) -> list[str]:
+    """The models on clean data, best first, by each task's first `report.metrics` entry (a
+    protocol's ranking metric: WAF for MER2024), with the official test score where there is
+    one."""
+    lines: list[str] = []
+    for metric in firsts:
+        part = summary[(summary["condition"] == "clean") & (summary["metric"] == metric)]
+        if part["model"].nunique() < 2:
+            continue
+        ranked = part.sort_values(["mean", "model"], ascending=[not higher_is_better(metric), True])
+        official = ranked["test_mean"].notna().any()
+        lines += [f"## Ranking (clean, {LABELS[metric]})", ""]
+        extra = (" official test |", "---|") if official else ("", "")
+        lines += ["| rank | model | fold mean ± std |" + extra[0], "|---|---|---|" + extra[1]]
+        for rank, (_, row) in enumerate(ranked.iterrows(), start=1):
+            cells = _level_cells(ranked.loc[[row.name]].set_index("level"), [row["level"]],
+                                 metric, "mean", "std")  # fmt: skip
+            if official:
+                cells += _level_cells(ranked.loc[[row.name]].set_index("level"), [row["level"]],
+                                      metric, "test_mean", "test_std")  # fmt: skip
+            lines.append(f"| {rank} | {row['model']} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
 
 
 def _official_test_lines(part: pd.DataFrame, shown: Sequence[str], levels: list) -> list[str]:
