@@ -104,6 +104,25 @@ def expected_outputs(params: dict) -> set[str]:
     return {p.as_posix() for p in expected}
 
 
+def test_every_dvc_params_key_is_in_params_yaml() -> None:
+    """Each `params:` entry of dvc.yaml names a key of params.yaml (a mis-indented list item
+    becomes one odd name such as "acquire - protocol", which `dvc repro` refuses)."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    missing = []
+    for name, stage in stages.items():
+        for key in stage.get("do", stage).get("params", []):
+            node: object = params
+            for part in str(key).split("."):
+                if "${" in part:  # a templated key (models.${item.model}): its parent exists
+                    break
+                if not isinstance(node, dict) or part not in node:
+                    missing.append(f"{name}: {key}")
+                    break
+                node = node[part]
+    assert not missing, missing
+
+
 def test_outputs_follow_the_paths_module() -> None:
     params = load_params(ROOT / "params.yaml")
     outs = {o for _, stage_outs in dvc_stages().values() for o in stage_outs}
