@@ -88,6 +88,14 @@ localrules:
     report,
 
 
+# Without a search (tune.models empty) every tune job only writes an empty result: local too.
+# With one, the searches go to the cluster, and so do the other models' empty results.
+if not config["tune"]["models"]:
+
+    localrules:
+        tune,
+
+
 def threads_of(model, stage="train"):
     """A model's CPU threads: its own train/pretrain override, else train.num_threads."""
     entry = config["models"][model].get(stage) or {}
