@@ -12,8 +12,9 @@ trials, each run once. A trial that a dead worker on this machine left RUNNING i
 the values of trial k depend only on the master seed and k, so the same params give the same
 trials whatever the number of workers.
 
-Outputs in `models/<dataset>/<model>.tune/`: `best.yaml` (the best trial's values as model entry
-keys: `models.<m>.tuned` takes it), `trials.csv` and `tune_summary.json`. Each trial is a run
+Outputs: the best trial's values as model entry keys in `best_file` (the CLI's
+tuned/<dataset>/<model>.yaml, applied by every stage while `tune.models` lists the model), and
+`trials.csv` and `tune_summary.json` in `models/<dataset>/<model>.tune/`. Each trial is a run
 nested in the MLflow run `tune-<model>`; the trial's training run (with its fold runs) is nested
 under the trial.
 """
