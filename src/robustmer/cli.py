@@ -366,6 +366,34 @@ def features(
                    + (f" ({source})" if source else ""))  # fmt: skip
 
 
+@app.command("rank-features")
+def rank_features(
+    params: ParamsOpt = DEFAULT_PARAMS,
+    dataset: DatasetOpt = None,
+    metric: Annotated[str, typer.Option(help="validation metric to rank by")] = "ua",
+) -> None:
+    """Rank each modality's features by the validation score of the trained single-feature
+    models, best first, as `mer2024_attention_topn` reads its `features` lists."""
+    import yaml
+
+    from robustmer.tuning.feature_rank import features_entry, rank_features
+
+    p, ds = _dataset_params(params, dataset)
+    summaries = [paths.model_dir(ds, m) / paths.SUMMARY_FILE for m in p["models"]]
+    ranking = rank_features([s for s in summaries if s.is_file()], metric)
+    if not ranking:
+        raise ConfigError(
+            f"models/{ds}: no trained model reads a single feature; train unimodal models "
+            "(one feature each, e.g. audio_mlp) first"
+        )
+    for modality, items in ranking.items():
+        for rank, item in enumerate(items, 1):
+            typer.echo(f"{modality:6} {rank:>2}. {item.feature:34} val {metric} "
+                       f"{item.score:.4f} ({item.model})")  # fmt: skip
+    entry = yaml.safe_dump({"features": features_entry(ranking)}, default_flow_style=None)
+    typer.echo(f"# a model entry reading these, best first:\n{entry.strip()}")
+
+
 @app.command("ov-score")
 def ov_score(
     truth: Annotated[Path, typer.Argument(help="ground truth CSV: name, openset")],

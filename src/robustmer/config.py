@@ -10,6 +10,7 @@ import copy
 import importlib.util
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -496,13 +497,25 @@ class TrainConfig:
         )
 
 
+def feature_list(entry: str | Sequence[str]) -> tuple[str, ...]:
+    """The feature names of one `models.<m>.features` value (a name or a list of names)."""
+    return (entry,) if isinstance(entry, str) else tuple(entry)
+
+
+def _feature_entry(entry: str | Sequence[str]) -> str | tuple[str, ...]:
+    """A one-name list reads as that name, so `[x]` and `x` give the same model (and hashes)."""
+    names = feature_list(entry)
+    return names[0] if len(names) == 1 else names
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """One entry of params.yaml `models`: the architecture and the features it reads."""
 
     name: str
     arch: str
-    features: dict[str, str]
+    # modality -> feature name, or a tuple of names (read concatenated, in order: `feature_list`)
+    features: dict[str, str | tuple[str, ...]]
     hidden_dim: int
     dropout: float
     num_layers: int
@@ -511,6 +524,10 @@ class ModelSpec:
     train: dict[str, Any] = field(default_factory=dict)
     pretrain: dict[str, Any] = field(default_factory=dict)
     task: str = "classification"  # or "regression": the manifest's `regression` column
+
+    def store_names(self, modality: str) -> list[str]:
+        """The store names (`<modality>/<name>`) of the features read for `modality`."""
+        return [f"{modality}/{e}" for e in feature_list(self.features[modality])]
 
     @classmethod
     def from_params(cls, params: Params, name: str) -> ModelSpec:
@@ -521,7 +538,7 @@ class ModelSpec:
         return cls(
             name=name,
             arch=m["arch"],
-            features=dict(m["features"]),
+            features={k: _feature_entry(v) for k, v in m["features"].items()},
             hidden_dim=m["hidden_dim"],
             dropout=m["dropout"],
             num_layers=m["num_layers"],

@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from robustmer import MODALITIES
-from robustmer.data.model_data import ModalityInput, ModelData
+from robustmer.config import feature_list
+from robustmer.data.model_data import ModalityInput, ModelData, side_by_side
 from robustmer.data.store import FeatureStore, frame_means
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ def drop_sequences(
 def drop_frames(
     data: ModelData,
     store: FeatureStore,
-    features: Mapping[str, str],
+    features: Mapping[str, str | tuple[str, ...]],
     frame_inputs: bool,
     records: pd.DataFrame,
     settings: Mapping[str, Any],
@@ -83,19 +84,27 @@ def drop_frames(
     fractions[index] = records["fraction"].to_numpy(dtype=float)
     seeds[index] = records["seed"].to_numpy(dtype=np.int64)
     inputs = dict(data.inputs)
+    mode = str(settings.get("mode", "random"))
     for m in settings.get("modalities", MODALITIES):
         if m not in features:
             continue
-        name = f"{m}/{features[m]}"
-        if store.meta(name).level != "frame":
-            log.info("temporal_drop: %s is an utterance-level feature; it stays as it is", name)
+        names = [f"{m}/{e}" for e in feature_list(features[m])]
+        if all(store.meta(name).level != "frame" for name in names):
+            log.info("temporal_drop: %s are utterance-level features; they stay as they are",
+                     ", ".join(names))  # fmt: skip
             continue
-        values, offsets = drop_sequences(
-            np.asarray(store.values(name), dtype=np.float32), store.offsets(name), fractions,
-            seeds + MODALITIES.index(m), str(settings.get("mode", "random")),
-        )  # fmt: skip
-        if frame_inputs:
-            inputs[m] = ModalityInput(name, "frame", values, offsets)
-        else:
-            inputs[m] = ModalityInput(name, "utterance", frame_means(values, offsets))
+        parts = []
+        for name in names:
+            if store.meta(name).level != "frame":
+                parts.append(ModalityInput(name, "utterance", store.utterance_matrix(name)))
+                continue
+            values, offsets = drop_sequences(
+                np.asarray(store.values(name), dtype=np.float32), store.offsets(name), fractions,
+                seeds + MODALITIES.index(m), mode,
+            )  # fmt: skip
+            if frame_inputs and len(names) == 1:
+                parts.append(ModalityInput(name, "frame", values, offsets))
+            else:
+                parts.append(ModalityInput(name, "utterance", frame_means(values, offsets)))
+        inputs[m] = parts[0] if len(parts) == 1 else side_by_side(parts)
     return replace(data, inputs=inputs)

@@ -36,17 +36,28 @@ class ModalityInput:
 
     Utterance level: `values` is `[N, D]` and `offsets` is None. Frame level (only for models
     that read sequences): `values` is `[sum_T, D]` and utterance i is
-    `values[offsets[i]:offsets[i+1]]`.
+    `values[offsets[i]:offsets[i+1]]`. A modality that lists several features holds their
+    utterance vectors side by side (`parts`: each store name and its dim, in listed order).
     """
 
     feature: str
     level: str
     values: np.ndarray
     offsets: np.ndarray | None = None
+    parts: tuple[tuple[str, int], ...] = ()
 
     @property
     def dim(self) -> int:
         return int(self.values.shape[1])
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The store names this input was read from."""
+        return tuple(name for name, _ in self.parts) or (self.feature,)
+
+    @property
+    def part_dims(self) -> tuple[int, ...]:
+        return tuple(dim for _, dim in self.parts) or (self.dim,)
 
     def rows(self, indices: np.ndarray) -> np.ndarray:
         """The feature rows (frames for sequences) that belong to these utterances."""
@@ -94,8 +105,13 @@ class ModelData:
         return [m for m in MODALITIES if m in self.inputs]
 
     @property
+    def part_dims(self) -> dict[str, tuple[int, ...]]:
+        """Per modality, the dim of each listed feature (one entry unless several are listed)."""
+        return {m: x.part_dims for m, x in self.inputs.items()}
+
+    @property
     def feature_names(self) -> list[str]:
-        return sorted(x.feature for x in self.inputs.values())
+        return sorted(name for x in self.inputs.values() for name in x.names)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -110,7 +126,7 @@ def unavailable(store: FeatureStore, spec: ModelSpec) -> str | None:
     if not absent:
         return None
     held = ", ".join(have) or "nothing"
-    needs = ", ".join(f"{m}/{spec.features[m]}" for m in absent)
+    needs = ", ".join(name for m in absent for name in spec.store_names(m))
     return (
         f"dataset {store.dataset} has no {' or '.join(absent)} features (its store holds "
         f"{held}); model {spec.name} needs {needs}"
@@ -134,15 +150,29 @@ def load_model_data(store: FeatureStore, spec: ModelSpec, frame_inputs: bool) ->
         manifest, store.classes, source=f"{store.root}/manifest.parquet",
         allow_unlabelled=bool(store.info.get("unlabelled")),
     )  # fmt: skip
+    have = set(store.feature_names())
+    lacking = [n for m in spec.features for n in spec.store_names(m) if n not in have]
+    if lacking:
+        raise DataError(
+            f"{store.root}: model {spec.name!r} reads {', '.join(lacking)}, which the store lacks "
+            f"(it holds {', '.join(sorted(have))}); fix models.{spec.name}.features in params.yaml "
+            "or add the extractor under `extract.<modality>` and re-run `robustmer extract`"
+        )
     inputs: dict[str, ModalityInput] = {}
-    for modality, extractor in spec.features.items():
-        name = f"{modality}/{extractor}"
-        meta = store.meta(name)
-        if meta.level == "frame" and frame_inputs:
-            values = np.asarray(store.values(name), dtype=np.float32)
-            inputs[modality] = ModalityInput(name, "frame", values, store.offsets(name))
+    for modality in spec.features:
+        names = spec.store_names(modality)
+        if len(names) > 1:
+            parts = [ModalityInput(n, "utterance", store.utterance_matrix(n)) for n in names]
+            for part in parts:
+                _check_finite(part, manifest, store.root)
+            inputs[modality] = side_by_side(parts)
+            continue
+        if store.meta(names[0]).level == "frame" and frame_inputs:
+            values = np.asarray(store.values(names[0]), dtype=np.float32)
+            inputs[modality] = ModalityInput(names[0], "frame", values, store.offsets(names[0]))
         else:
-            inputs[modality] = ModalityInput(name, "utterance", store.utterance_matrix(name))
+            inputs[modality] = ModalityInput(names[0], "utterance",
+                                             store.utterance_matrix(names[0]))  # fmt: skip
         _check_finite(inputs[modality], manifest, store.root)
     protocol = manifest[["sample_id", "speaker"]].astype(str).copy()
     if "fold" in manifest.columns:
@@ -158,6 +188,22 @@ def load_model_data(store: FeatureStore, spec: ModelSpec, frame_inputs: bool) ->
         withheld = manifest[WITHHELD_COLUMN].astype(str).map(index).fillna(-1)
         withheld = withheld.to_numpy(dtype=np.int64)
     return ModelData(inputs, labels, protocol, store.classes, roles, targets, withheld)
+
+
+def side_by_side(parts: list[ModalityInput]) -> ModalityInput:
+    """Several utterance-level features of one modality as one input, in the given order.
+
+    Frame sequences of different extractors have different rates, so a modality that lists
+    several features is read at utterance level (frame features as their mean).
+    """
+    frames = [x.feature for x in parts if x.offsets is not None]
+    if frames:
+        raise ValueError(f"side_by_side takes utterance-level inputs; {frames} are frames")
+    values = np.concatenate([x.values for x in parts], axis=1).astype(np.float32, copy=False)
+    return ModalityInput(
+        " + ".join(x.feature for x in parts), "utterance", values,
+        parts=tuple((x.feature, x.dim) for x in parts),
+    )  # fmt: skip
 
 
 def regression_targets(manifest: pd.DataFrame, labelled: np.ndarray, source: str) -> np.ndarray:

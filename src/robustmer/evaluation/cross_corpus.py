@@ -76,13 +76,12 @@ def class_map(
 
 def check_same_features(train: FeatureStore, test: FeatureStore, spec: ModelSpec) -> None:
     """The model's features exist in the test store and were made the same way as in training."""
-    for modality, entry in spec.features.items():
-        name = f"{modality}/{entry}"
+    for name in (n for modality in spec.features for n in spec.store_names(modality)):
         if name not in test.feature_names():
             raise DataError(
                 f"{test.root}: no feature {name!r}, which {spec.name!r} reads; add the extractor "
-                f"that made it in {train.root} to `extract.{modality}` and re-run extract on "
-                f"{test.dataset}"
+                f"that made it in {train.root} to `extract.{name.split('/')[0]}` and re-run "
+                f"extract on {test.dataset}"
             )
         a, b = train.meta(name), test.meta(name)
         made = [(m.level, m.dim, m.version, m.options()) for m in (a, b)]

@@ -303,7 +303,7 @@ def _with_overlay(
     if overlay is None:
         return data
     names = set(overlay.feature_names())
-    features = {m: e for m, e in spec.features.items() if f"{m}/{e}" in names}
+    features = {m: e for m, e in spec.features.items() if set(spec.store_names(m)) <= names}
     if not features:
         return data
     swapped = load_model_data(overlay, replace(spec, features=features), frame_inputs)
@@ -320,7 +320,7 @@ def _load_fold(
     path = checkpoint_path(Path(model_dir), split.fold, seed)
     checkpoint = load_checkpoint(path, spec.name)
     _check_compatible(checkpoint["meta"], spec, data, split.test_speakers, path)
-    model = build_model(spec, data.input_dims, len(data.classes), data.levels)
+    model = build_model(spec, data.input_dims, len(data.classes), data.levels, data.part_dims)
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as exc:

@@ -143,7 +143,9 @@ class Method:
     """A method as params.yaml names it (`models.<m>.arch`).
 
     `build` is the network that `evaluate` loads from a checkpoint; `frame_inputs` says whether
-    it reads frame sequences (if not, frame features arrive as their utterance mean). `options`
+    it reads frame sequences (if not, frame features arrive as their utterance mean);
+    `feature_parts` that its builder takes `parts={modality: (dim, ...)}`, the dims of the
+    features listed for each modality, whose concatenation is the modality's input. `options`
     maps every option the method knows to its default; `check` adds validation that needs the
     whole model entry (e.g. which modalities it fuses). `inference_options` may differ between
     training and evaluation without retraining (IMDer's sampler and steps).
@@ -153,6 +155,7 @@ class Method:
     build: Builder
     recipe: Recipe
     frame_inputs: bool = False
+    feature_parts: bool = False
     tasks: frozenset[str] = TASKS
     options: Mapping[str, Any] = field(default_factory=dict)
     check: Callable[[ModelSpec], None] | None = None

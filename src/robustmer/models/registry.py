@@ -75,17 +75,25 @@ def build_model(
     input_dims: Mapping[str, int],
     n_classes: int,
     levels: Mapping[str, str] | None = None,
+    parts: Mapping[str, tuple[int, ...]] | None = None,
 ) -> nn.Module:
     """The network of `spec.arch` for these per-modality input dims (what checkpoints hold).
 
     `n_classes` is the store's class count; the builder gets `n_outputs` (1 for regression).
+    `parts` gives, per modality, the dims of its listed features (`ModelData.part_dims`); a
+    method with `feature_parts` receives them (default: one part per modality).
     """
     missing = set(spec.features) - set(input_dims)
     if missing:
         raise ConfigError(f"model {spec.name!r}: no input dims for {sorted(missing)}")
     known = method(spec.arch)
     known.validate(spec)  # an entry built without going through the params checks
-    return known.build(spec, dict(input_dims), n_outputs(spec.task, n_classes), levels=levels)
+    extra: dict[str, object] = {}
+    if known.feature_parts:
+        given = dict(parts or {})
+        extra["parts"] = {m: tuple(given.get(m, (input_dims[m],))) for m in input_dims}
+    outputs = n_outputs(spec.task, n_classes)
+    return known.build(spec, dict(input_dims), outputs, levels=levels, **extra)
 
 
 def check_models(params: Params, source: str = "params") -> None:

@@ -277,7 +277,7 @@ class FoldJob:
 
     def build(self) -> torch.nn.Module:
         return build_model(self.spec, self.data.input_dims, len(self.data.classes),
-                           self.data.levels)  # fmt: skip
+                           self.data.levels, self.data.part_dims)  # fmt: skip
 
     def fit(
         self,

@@ -35,15 +35,27 @@ class MER2024Attention(nn.Module):
         levels = dict(levels or {})
         self.modalities = fusion_order(input_dims)
         self.frame_modalities = {m for m in self.modalities if levels.get(m) == "frame"}
-        self.encoders = nn.ModuleDict()
+        encoders: dict[str, nn.Module] = {}
         for m in self.modalities:
             if m in self.frame_modalities:
-                self.encoders[m] = LSTMEncoder(input_dims[m], hidden_dim, dropout, lstm_pooling)
+                encoders[m] = LSTMEncoder(input_dims[m], hidden_dim, dropout, lstm_pooling)
             else:
-                self.encoders[m] = MLPEncoder(input_dims[m], hidden_dim, num_layers, dropout)
-        n_mod = len(self.modalities)
-        self.attention_mlp = MLPEncoder(n_mod * hidden_dim, hidden_dim, num_layers, dropout)
-        self.attention_out = nn.Linear(hidden_dim, n_mod)
+                encoders[m] = MLPEncoder(input_dims[m], hidden_dim, num_layers, dropout)
+        self._attend_over(encoders, n_classes, hidden_dim, num_layers, dropout)
+
+    def _attend_over(
+        self,
+        encoders: Mapping[str, nn.Module],
+        n_classes: int,
+        hidden_dim: int,
+        num_layers: int,
+        dropout: float,
+    ) -> None:
+        """The fusion over K encoded inputs: K raw weights from their concatenation, a head."""
+        self.encoders = nn.ModuleDict(encoders)
+        k = len(encoders)
+        self.attention_mlp = MLPEncoder(k * hidden_dim, hidden_dim, num_layers, dropout)
+        self.attention_out = nn.Linear(hidden_dim, k)
         self.head = nn.Linear(hidden_dim, n_classes)
 
     def encode(
@@ -60,7 +72,7 @@ class MER2024Attention(nn.Module):
         return hidden
 
     def modality_weights(self, hidden: list[torch.Tensor]) -> torch.Tensor:
-        """`[B, M, 1]` raw attention weights over modalities (no softmax)."""
+        """`[B, K, 1]` raw attention weights over the K encoded inputs (no softmax)."""
         return self.attention_out(self.attention_mlp(torch.cat(hidden, dim=1))).unsqueeze(2)
 
     def forward(
