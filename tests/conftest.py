@@ -38,6 +38,7 @@ def build_synthetic_store(
     seed: int = 0,
     frames: tuple[int, int] = (3, 9),
     unlabelled_fraction: float = 0.0,
+    valence: bool = False,
 ) -> Path:
     """A learnable store: features = class mean * signal + speaker offset + noise.
 
@@ -47,6 +48,8 @@ def build_synthetic_store(
     Speakers are dealt round-robin into `n_folds` folds; classes cycle within each speaker so
     every speaker has every class. Frame features get a random length per utterance in
     `frames`; `video/face_hog_mean` is the mean of `video/face_hog` when both are present.
+    `valence` adds a MER2023-style `valence` column: a per-class value in [-3, 3] plus noise,
+    unknown (NaN) on every 7th utterance.
     """
     from robustmer.data.store import FeatureMeta, StoreWriter
 
@@ -68,6 +71,12 @@ def build_synthetic_store(
             "fold": folds.astype(np.int64),
         }
     )
+    if valence:
+        value_rng = np.random.default_rng(seed + 2)
+        per_class = np.linspace(-3.0, 3.0, len(classes))
+        values = per_class[labels] + value_rng.normal(0.0, 0.5, n)
+        values[::7] = np.nan
+        manifest["valence"] = values
     info: dict[str, Any] = {}
     if unlabelled_fraction > 0:
         from robustmer.data.builtin.generate import withhold_labels

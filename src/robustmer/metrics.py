@@ -31,6 +31,11 @@ are comparable with the papers that use it:
 - `acc2` / `f1` are the non-zero pair again under the names the MOSI/MOSEI tables use for
   Acc-2 / F1 (MMSA's headline numbers), so model selection and reports can ask for them plainly.
 
+MER2023 (`task: classification_valence`: the class and the valence of each utterance) adds
+`valence_mse`, the mean squared error of the predicted valence over the samples whose valence is
+known, and the challenge's combined score `mer2023_score = weighted_f1 - 0.25 * valence_mse`
+(WAF - 0.25 MSE; ../shared/spec/mer2024.md, "Metrics").
+
 Model selection (`train.selection_metric`) picks the best epoch by one of these on validation;
 `loss` is the validation task loss (cross-entropy or L1). MAE and loss are lower-is-better,
 everything else higher-is-better (`higher_is_better`).
@@ -56,18 +61,24 @@ REGRESSION_METRIC_KEYS = (
     "mae",
     "corr",
 )
-TASKS = ("classification", "regression")
-# What a task's robustness tables show when `report.metrics` names none of its metrics.
+VALENCE_METRIC_KEYS = ("valence_mse", "mer2023_score")
+MER2023_VALENCE_WEIGHT = 0.25  # combined score: WAF - 0.25 * valence MSE
+TASKS = ("classification", "regression", "classification_valence")
+# What a task's robustness tables show when `report.metrics` names none of its metrics. The
+# report groups metrics by `metric_task`: a classification_valence model shows its class
+# metrics among the classifiers' and its valence metrics in a group of their own.
 REPORT_DEFAULTS = {
     "classification": ("ua", "wa", "weighted_f1"),
     "regression": ("acc2", "f1", "acc7", "mae", "corr"),
+    "classification_valence": VALENCE_METRIC_KEYS,
 }
 # Validation metrics a model of each task may be selected by (`loss`: the task loss).
 SELECTION_METRICS = {
     "classification": (*METRIC_KEYS, "loss"),
     "regression": ("mae", "corr", "acc2", "f1", "acc7", "loss"),
+    "classification_valence": (*METRIC_KEYS, *VALENCE_METRIC_KEYS, "loss"),
 }
-LOWER_IS_BETTER = frozenset({"mae", "loss"})
+LOWER_IS_BETTER = frozenset({"mae", "loss", "valence_mse"})
 
 
 def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int) -> np.ndarray:
@@ -124,6 +135,26 @@ def metrics_from_confusion(cm: np.ndarray) -> dict[str, float]:
     }
 
 
+def valence_metrics(
+    y_true: Sequence[int],
+    y_pred: Sequence[int],
+    n_classes: int,
+    valence_true: Sequence[float],
+    valence_pred: Sequence[float],
+) -> dict[str, float]:
+    """The class metrics, `valence_mse` over the rows whose true valence is finite (NaN if none)
+    and the MER2023 combined score (NaN with the MSE)."""
+    out = classification_metrics(y_true, y_pred, n_classes)
+    truth = np.asarray(valence_true, dtype=np.float64)
+    known = np.isfinite(truth)
+    errors = np.asarray(valence_pred, dtype=np.float64)[known] - truth[known]
+    mse = float(np.mean(errors**2)) if known.any() else float("nan")
+    out["valence_mse"] = mse
+    out["mer2023_score"] = out["weighted_f1"] - MER2023_VALENCE_WEIGHT * mse
+    out["n_valence"] = int(known.sum())
+    return out
+
+
 def mean_std(
     per_fold: Sequence[dict[str, float]], keys: Sequence[str] = METRIC_KEYS
 ) -> tuple[dict[str, float], dict[str, float]]:
@@ -139,7 +170,9 @@ def task_metric_keys(task: str) -> tuple[str, ...]:
         return METRIC_KEYS
     if task == "regression":
         return REGRESSION_METRIC_KEYS
-    raise ValueError(f"unknown task {task!r}: expected 'classification' or 'regression'")
+    if task == "classification_valence":
+        return (*METRIC_KEYS, *VALENCE_METRIC_KEYS)
+    raise ValueError(f"unknown task {task!r}: expected one of {', '.join(TASKS)}")
 
 
 def higher_is_better(metric: str) -> bool:
@@ -149,6 +182,8 @@ def higher_is_better(metric: str) -> bool:
 
 def metric_task(metric: str) -> str:
     """The task a reported metric key belongs to (how the report groups models)."""
+    if metric in VALENCE_METRIC_KEYS:
+        return "classification_valence"
     return "regression" if metric in REGRESSION_METRIC_KEYS else "classification"
 
 

@@ -28,6 +28,7 @@ from robustmer.seeding import rng
 NORM_EPS = 1e-6
 OFFICIAL_TEST = "test"  # manifest `split` of an official test set outside the CV
 REGRESSION_COLUMN = "regression"
+VALENCE_COLUMN = "valence"  # MER2023's second label (NaN where unknown), task classification_valence
 
 
 @dataclass
@@ -71,9 +72,10 @@ class ModalityInput:
 class ModelData:
     """What one model reads from the store: its inputs, the labels and the protocol columns.
 
-    `labels` says which rows are labelled (and their class) for either task, so folds and the
-    unlabelled pool are the same for both; a regression model also has `targets`, the float
-    value it learns and is scored on (NaN on unlabelled rows).
+    `labels` says which rows are labelled (and their class) for every task, so folds and the
+    unlabelled pool are the same for all; a regression model also has `targets`, the float
+    value it learns and is scored on (NaN on unlabelled rows); a `classification_valence` model
+    has `valence` beside its class (NaN where unknown: never trained on or scored).
     """
 
     inputs: dict[str, ModalityInput]
@@ -86,10 +88,13 @@ class ModelData:
     # corpus's `withheld_label`), -1 elsewhere; None when the store has none. Only for scoring
     # pseudo-labels: no recipe may train on it.
     withheld: np.ndarray | None = None
+    valence: np.ndarray | None = None  # float64 per row for classification_valence, else None
 
     @property
     def task(self) -> str:
-        return "classification" if self.targets is None else "regression"
+        if self.targets is not None:
+            return "regression"
+        return "classification" if self.valence is None else "classification_valence"
 
     @property
     def input_dims(self) -> dict[str, int]:
@@ -182,12 +187,37 @@ def load_model_data(store: FeatureStore, spec: ModelSpec, frame_inputs: bool) ->
     targets = None
     if spec.task == "regression":
         targets = regression_targets(manifest, labels >= 0, f"{store.root}/manifest.parquet")
+    valence = None
+    if spec.task == "classification_valence":
+        valence = valence_targets(manifest, labels >= 0, f"{store.root}/manifest.parquet")
     withheld = None
     if WITHHELD_COLUMN in manifest.columns:
         index = {c: i for i, c in enumerate(store.classes)}
         withheld = manifest[WITHHELD_COLUMN].astype(str).map(index).fillna(-1)
         withheld = withheld.to_numpy(dtype=np.int64)
-    return ModelData(inputs, labels, protocol, store.classes, roles, targets, withheld)
+    return ModelData(inputs, labels, protocol, store.classes, roles, targets, withheld, valence)
+
+
+def valence_targets(manifest: pd.DataFrame, labelled: np.ndarray, source: str) -> np.ndarray:
+    """The manifest's `valence` on labelled rows (NaN where unknown, and on unlabelled rows).
+
+    A row without a valence is trained and scored on its class only; a store with no valence
+    on any labelled row cannot train the valence head, which is an error naming the fix.
+    """
+    if VALENCE_COLUMN not in manifest.columns:
+        raise DataError(
+            f"{source}: no `{VALENCE_COLUMN}` column, so a model with `task: "
+            "classification_valence` has no valence to learn; use a store whose adapter writes "
+            "one (mer2023, builtin) or set the model's `task: classification`"
+        )
+    values = pd.to_numeric(manifest[VALENCE_COLUMN], errors="coerce").to_numpy(np.float64)
+    values = np.where(labelled, values, np.nan)
+    if not np.isfinite(values).any():
+        raise DataError(
+            f"{source}: no labelled sample has a valence; set the model's `task: classification` "
+            "or give the dataset's valence labels and re-run `robustmer acquire` and extract"
+        )
+    return values
 
 
 def side_by_side(parts: list[ModalityInput]) -> ModalityInput:
@@ -479,7 +509,8 @@ class FoldTensors:
     """All utterances normalised with one fold's statistics, on the device, ready to batch.
 
     `y` is what a batch returns as its target: class indices (`labels`) for classification,
-    float32 `targets` for regression.
+    float32 `targets` for regression, and for classification_valence float32 `[N, 2]` rows of
+    (class index, valence), the valence NaN where unknown.
     """
 
     def __init__(self, data: ModelData, normaliser: Normaliser, device: torch.device):
@@ -489,6 +520,9 @@ class FoldTensors:
         self.y = self.labels
         if data.targets is not None:
             self.y = torch.tensor(data.targets, dtype=torch.float32, device=device)
+        if data.valence is not None:
+            pairs = np.stack([data.labels.astype(np.float64), data.valence], axis=1)
+            self.y = torch.tensor(pairs, dtype=torch.float32, device=device)
         self.values: dict[str, torch.Tensor] = {}
         self.offsets: dict[str, np.ndarray] = {}
         for m, x in data.inputs.items():

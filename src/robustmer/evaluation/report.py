@@ -68,14 +68,19 @@ LABELS = {
     "acc7": "Acc-7",
     "mae": "MAE",
     "corr": "Corr",
+    "valence_mse": "Valence MSE",
+    "mer2023_score": "MER2023 score",
 }
-NOT_PERCENT = frozenset({"mae", "corr"})  # shown as plain values, not as %
+# shown as plain values, not as %
+NOT_PERCENT = frozenset({"mae", "corr", "valence_mse", "mer2023_score"})
 DEFINITIONS = {
     "classification": "WA = accuracy; UA = mean per-class recall; WF1 = support-weighted F1; "
     "MF1 = unweighted mean F1",
     "regression": "Acc-2 / F1 = sign accuracy / weighted F1 over samples with non-zero truth; "
     "Acc-7 = accuracy of the values clipped to [-3, 3] and rounded; MAE = mean absolute error; "
     "Corr = Pearson's r (MMSA metricsTop)",
+    "classification_valence": "Valence MSE = mean squared error of the predicted valence over "
+    "the samples whose valence is known; MER2023 score = WF1 - 0.25 * Valence MSE",
 }
 
 

@@ -58,6 +58,7 @@ from robustmer.metrics import (
     regression_metrics,
     rounded_scores,
     task_metric_keys,
+    valence_metrics,
 )
 from robustmer.models.method import n_outputs
 from robustmer.models.missing import forward
@@ -209,7 +210,7 @@ def evaluate_model(
         index=True,
     )
     first = metrics["levels"][cond.levels[0]]
-    headline = "ua" if data.task == "classification" else "acc7"
+    headline = "acc7" if data.task == "regression" else "ua"
     plot_confusion(
         cm, names, out["confusion_png"],
         title=f"{model_name} / {cond.name} {cond.levels[0]}: {headline} {first[headline]:.3f}",
@@ -228,7 +229,12 @@ def _score(data: ModelData, index: np.ndarray, outputs: np.ndarray) -> dict[str,
     if data.task == "regression":
         assert data.targets is not None
         return regression_metrics(data.targets[index], outputs[:, 0])
-    return classification_metrics(data.labels[index], outputs.argmax(1), len(data.classes))
+    n = len(data.classes)
+    if data.task == "classification_valence":
+        assert data.valence is not None
+        return valence_metrics(data.labels[index], outputs[:, :n].argmax(1), n,
+                               data.valence[index], outputs[:, n])  # fmt: skip
+    return classification_metrics(data.labels[index], outputs.argmax(1), n)
 
 
 def _confusion(
@@ -241,7 +247,8 @@ def _confusion(
         t = rounded_scores(data.targets[index]).astype(np.int64) + shift
         p = rounded_scores(outputs[:, 0]).astype(np.int64) + shift
         return confusion_matrix(t, p, len(SENTIMENT_CLASSES)), SENTIMENT_CLASSES
-    cm = confusion_matrix(data.labels[index], outputs.argmax(1), len(data.classes))
+    n = len(data.classes)
+    cm = confusion_matrix(data.labels[index], outputs[:, :n].argmax(1), n)
     return cm, list(data.classes)
 
 
@@ -365,14 +372,18 @@ def _predict_rows(
         out.append(forward(model, inputs, lengths, mask).float().cpu().numpy())
     if not out:  # no rows: only the width matters
         width = 1 if tensors.task == "regression" else len(tensors.labels.unique())
-        return np.zeros((0, width))
+        return np.zeros((0, width + (tensors.task == "classification_valence")))
     return np.concatenate(out)
 
 
 def _as_outputs(raw: np.ndarray, task: str) -> np.ndarray:
-    """What is scored and written: class probabilities from logits, or the regression value."""
+    """What is scored and written: class probabilities from logits, or the regression value;
+    classification_valence: the probabilities, then the predicted valence as it is."""
     if task == "regression":
         return raw
+    if task == "classification_valence":
+        probs = torch.softmax(torch.from_numpy(raw[:, :-1]), 1).numpy()
+        return np.concatenate([probs, raw[:, -1:]], axis=1)
     return torch.softmax(torch.from_numpy(raw), 1).numpy()
 
 
@@ -411,7 +422,7 @@ def _predictions(
     else:
         labels = data.labels[index]  # -1: an unlabelled official test row, predicted only
         actual = np.where(labels >= 0, classes[np.maximum(labels, 0)], "")
-        predicted = classes[outputs.argmax(1)]
+        predicted = classes[outputs[:, : len(classes)].argmax(1)]
     frame = pd.DataFrame(
         {
             "level": records["level"].to_numpy(),
@@ -424,9 +435,12 @@ def _predictions(
             "predicted": predicted,
         }
     )
-    if data.task == "classification":
+    if data.task != "regression":
         for i, name in enumerate(data.classes):
             frame[f"prob_{name}"] = np.round(outputs[:, i], 6)
+    if data.valence is not None:
+        frame["valence_actual"] = data.valence[index]
+        frame["valence_predicted"] = np.round(outputs[:, len(classes)], 6)
     return frame
 
 

@@ -30,7 +30,9 @@ if TYPE_CHECKING:
     from robustmer.corruption.training import TrainingCorruption
     from robustmer.data.model_data import FoldSplit, FoldTensors, ModelData
 
-TASKS = frozenset({"classification", "regression"})
+TASKS = frozenset({"classification", "regression", "classification_valence"})
+# What a method supports unless it says otherwise: a valence head is declared (MER2023).
+DEFAULT_TASKS = frozenset({"classification", "regression"})
 
 # (spec, input_dims, n_outputs, levels=...) -> the network; n_outputs is 1 for regression.
 Builder = Callable[..., "nn.Module"]
@@ -156,7 +158,7 @@ class Method:
     recipe: Recipe
     frame_inputs: bool = False
     feature_parts: bool = False
-    tasks: frozenset[str] = TASKS
+    tasks: frozenset[str] = DEFAULT_TASKS
     options: Mapping[str, Any] = field(default_factory=dict)
     check: Callable[[ModelSpec], None] | None = None
     inference_options: frozenset[str] = frozenset()
@@ -184,5 +186,8 @@ class Method:
 
 
 def n_outputs(task: str, n_classes: int) -> int:
-    """Outputs of a model's head: one score per class, or one value for regression."""
-    return 1 if task == "regression" else n_classes
+    """Outputs of a model's head: one score per class, one value for regression, or one score
+    per class then the valence (`classification_valence`, the last output)."""
+    if task == "regression":
+        return 1
+    return n_classes + 1 if task == "classification_valence" else n_classes

@@ -22,7 +22,12 @@ from robustmer.config import TrainConfig
 from robustmer.corruption.training import TrainingCorruption
 from robustmer.data.model_data import FoldTensors, iterate_batches
 from robustmer.device import autocast
-from robustmer.metrics import classification_metrics, higher_is_better, regression_metrics
+from robustmer.metrics import (
+    classification_metrics,
+    higher_is_better,
+    regression_metrics,
+    valence_metrics,
+)
 from robustmer.models.method import FitResult, Objective
 from robustmer.models.missing import forward
 from robustmer.training.resume import (
@@ -249,19 +254,37 @@ def cosine_lambda(
 
 
 def task_loss(task: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """(model output, y) -> the default training loss: CE on logits, L1 on the one output."""
+    """(model output, y) -> the default training loss: CE on logits, L1 on the one output; for
+    classification_valence CE on all but the last output plus MSE of the last one against the
+    valence, over the rows whose valence is known (MER2023: both heads, equal weights)."""
     if task == "regression":
         l1 = nn.L1Loss()
         return lambda out, y: l1(out.squeeze(-1).float(), y)
+    if task == "classification_valence":
+        return class_and_valence_loss
     return nn.CrossEntropyLoss()
+
+
+def class_and_valence_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """CE(out[:, :-1], class) + MSE(out[:, -1], valence) over rows with a known valence."""
+    loss = nn.functional.cross_entropy(out[:, :-1], y[:, 0].long())
+    known = torch.isfinite(y[:, 1])
+    if bool(known.any()):
+        loss = loss + nn.functional.mse_loss(out[known, -1].float(), y[known, 1])
+    return loss
 
 
 def validation_scores(
     task: str, out: torch.Tensor, y: torch.Tensor, n_classes: int
 ) -> dict[str, float]:
-    """The task's metrics of model outputs `[N, C]` (C = 1 for regression) against y."""
+    """The task's metrics of model outputs `[N, C]` (C = 1 for regression, classes + 1 for
+    classification_valence) against y."""
     if task == "regression":
         return regression_metrics(y.cpu().numpy(), out[:, 0].cpu().numpy())
+    if task == "classification_valence":
+        truth, pred = y.cpu().numpy(), out.cpu().numpy()
+        return valence_metrics(truth[:, 0].astype(np.int64), pred[:, :-1].argmax(1), n_classes,
+                               truth[:, 1], pred[:, -1])  # fmt: skip
     return classification_metrics(y.cpu().numpy(), out.argmax(1).cpu().numpy(), n_classes)
 
 

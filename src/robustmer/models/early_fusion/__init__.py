@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from robustmer.models.method import Method
+from robustmer.models.method import TASKS, Method
 from robustmer.models.registry import register
 from robustmer.models.supervised import Supervised
 
@@ -28,4 +28,5 @@ def build(
     )
 
 
-METHOD = register(Method("early_fusion", build, Supervised()))
+# A valence output is one more unit of the head (MERTools' baselines all have one for MER2023).
+METHOD = register(Method("early_fusion", build, Supervised(), tasks=TASKS))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from robustmer.models.method import Method
+from robustmer.models.method import TASKS, Method
 from robustmer.models.registry import register
 from robustmer.models.supervised import Supervised
 
@@ -30,4 +30,7 @@ def build(
     )
 
 
-METHOD = register(Method("mer2024_attention", build, Supervised(), frame_inputs=True))
+# MER2023's `attention` predicts the valence beside the class: one more unit of the head.
+METHOD = register(
+    Method("mer2024_attention", build, Supervised(), frame_inputs=True, tasks=TASKS)
+)

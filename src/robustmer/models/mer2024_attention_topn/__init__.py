@@ -13,7 +13,7 @@ from typing import Any
 
 from robustmer.config import ModelSpec
 from robustmer.errors import ConfigError
-from robustmer.models.method import Method
+from robustmer.models.method import TASKS, Method
 from robustmer.models.registry import register
 from robustmer.models.supervised import Supervised
 
@@ -57,6 +57,7 @@ METHOD = register(
         build,
         Supervised(),
         feature_parts=True,
+        tasks=TASKS,  # a valence head (MER2023) is one more unit of the head
         options=OPTIONS,
         check=check,
     )
