@@ -36,6 +36,7 @@ from robustmer.metrics import (
     REGRESSION_METRIC_KEYS,
     SELECTION_METRICS,
     TASKS,
+    VALENCE_METRIC_KEYS,
     regression_metrics,
 )
 from robustmer.models.registry import build_model, check_models
@@ -114,7 +115,7 @@ def test_schema_enums_match_the_metrics_module() -> None:
     }
     assert s["$defs"]["model"]["properties"]["task"]["enum"] == list(TASKS)
     report = s["properties"]["report"]["properties"]["metrics"]["items"]["enum"]
-    assert set(report) == set(METRIC_KEYS) | set(REGRESSION_METRIC_KEYS)
+    assert set(report) == set(METRIC_KEYS) | set(REGRESSION_METRIC_KEYS) | set(VALENCE_METRIC_KEYS)
 
 
 # --- targets ------------------------------------------------------------------------------------

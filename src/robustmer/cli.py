@@ -285,6 +285,7 @@ def evaluate(
     )
     for level, m in metrics["levels"].items():
         shown = [k for k in ("ua", "wa", "acc7", "mae") if k in m][:2]
+        shown += [k for k in ("mer2023_score",) if k in m]  # MER2023: class and valence
         typer.echo(
             f"{model} / {condition} {level}: "
             + "  ".join(f"pooled {k.upper()} {m[k]:.4f} (fold mean {m[k + '_fold_mean']:.4f})"
