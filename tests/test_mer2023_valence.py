@@ -64,7 +64,7 @@ def test_the_head_has_one_more_output_and_the_data_carries_valence(tmp_path: Pat
     model = build_model(spec, data.input_dims, len(data.classes), data.levels)
     assert model.head.out_features == len(data.classes) + 1
     plain = FeatureStore(build_synthetic_store(tmp_path / "plain"))
-    with pytest.raises(DataError, match="no `valence` column.*task: classification"):
+    with pytest.raises(DataError, match=r"no `valence` column.*task: classification"):
         load_model_data(plain, spec, frame_inputs=True)
 
 

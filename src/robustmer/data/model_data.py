@@ -28,7 +28,7 @@ from robustmer.seeding import rng
 NORM_EPS = 1e-6
 OFFICIAL_TEST = "test"  # manifest `split` of an official test set outside the CV
 REGRESSION_COLUMN = "regression"
-VALENCE_COLUMN = "valence"  # MER2023's second label (NaN where unknown), task classification_valence
+VALENCE_COLUMN = "valence"  # MER2023: the second label (task classification_valence)
 
 
 @dataclass

@@ -31,6 +31,4 @@ def build(
 
 
 # MER2023's `attention` predicts the valence beside the class: one more unit of the head.
-METHOD = register(
-    Method("mer2024_attention", build, Supervised(), frame_inputs=True, tasks=TASKS)
-)
+METHOD = register(Method("mer2024_attention", build, Supervised(), frame_inputs=True, tasks=TASKS))
