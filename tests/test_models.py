@@ -104,3 +104,29 @@ def test_registry_errors() -> None:
         build_model(spec("nope"), DIMS, 4)
     with pytest.raises(ConfigError, match="no input dims"):
         build_model(spec("early_fusion"), {"audio": 7}, 4)
+
+
+def test_lstm_max_frames_pools_long_sequences_before_the_recurrence() -> None:
+    from robustmer.models.sequence import pool_frames
+
+    torch.manual_seed(0)
+    plain = LSTMEncoder(6, 8, dropout=0.0)
+    pooled = LSTMEncoder(6, 8, dropout=0.0, max_frames=5)
+    pooled.load_state_dict(plain.state_dict())
+    x = torch.randn(3, 40, 6)
+    lengths = torch.tensor([40, 23, 4])
+    x[1, 23:] = 0.0
+    x[2, 4:] = 0.0
+    fewer, new_lengths = pool_frames(x, lengths, 5)
+    assert new_lengths.tolist() == [5, 5, 4]  # ceil(23 / 5) = 5 frames per group: 5 groups
+    assert torch.allclose(pooled(x, lengths), plain(fewer, new_lengths), atol=1e-6)
+    short = torch.randn(2, 5, 6)  # no longer than the cap: read as it is
+    assert torch.allclose(pooled(short), plain(short))
+
+
+def test_attention_max_frames_option_reaches_its_lstms() -> None:
+    model = build_model(spec("mer2024_attention", options={"max_frames": 20}), DIMS, 4,
+                        {"audio": "frame"})  # fmt: skip
+    assert model.encoders["audio"].max_frames == 20
+    with pytest.raises(ConfigError, match="options.max_frames"):
+        build_model(spec("mer2024_attention", options={"max_frames": -1}), DIMS, 4)

@@ -17,9 +17,10 @@ import torch.nn.functional as F
 
 from robustmer.config import ModelSpec
 from robustmer.errors import ConfigError
+from robustmer.models.sequence import pool_frames
 from robustmer.models.vat import NETWORK_OPTIONS, OPTIONS, PRETRAIN_OPTIONS, check
 from robustmer.models.vat.augment import mask_frames
-from robustmer.models.vat.network import VAT, Momentum, distillation_loss, pool_frames
+from robustmer.models.vat.network import VAT, Momentum, distillation_loss
 from robustmer.models.vat.pretrain import VATPretrain, hard_negatives, queue_capacity
 
 DIMS = {"audio": 5, "video": 6}

@@ -1,7 +1,9 @@
 """Matplotlib figures (Agg backend, no display needed): confusion matrices and metric bars.
 
 Figures are written through `atomic_path`, so a crashed plot never leaves a half-written PNG
-that DVC would cache.
+that DVC would cache. They are `matplotlib.figure.Figure` objects drawn by the Agg canvas that
+`savefig` picks for PNG: pyplot (its import, backend selection and figure manager) is never
+loaded, which an evaluate cell would pay on every start.
 """
 
 from __future__ import annotations
@@ -15,23 +17,21 @@ import numpy as np
 from robustmer.io import atomic_path
 
 
-def _pyplot() -> Any:
-    import matplotlib
+def _figure(nrows: int = 1, ncols: int = 1, **kwargs: Any) -> tuple[Any, Any]:
+    """A figure and its axes, as `pyplot.subplots` gives them, without pyplot."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(**kwargs)
+    return fig, fig.subplots(nrows, ncols)
 
 
 def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: Path, title: str = "") -> None:
     """Two panels: raw counts and row-normalised rates (each row = one true class)."""
-    plt = _pyplot()
     cm = np.asarray(cm)
     rows = cm.sum(axis=1, keepdims=True)
     rates = np.divide(cm, rows, out=np.zeros(cm.shape), where=rows > 0)
     size = 2.4 + 0.55 * len(classes)
-    fig, axes = plt.subplots(1, 2, figsize=(2 * size + 1, size), constrained_layout=True)
+    fig, axes = _figure(1, 2, figsize=(2 * size + 1, size), constrained_layout=True)
     panels = ((cm, "counts", "d", None), (rates, "row-normalised (recall)", ".2f", 1.0))
     for ax, (matrix, label, fmt, vmax) in zip(axes, panels, strict=True):
         image = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=vmax)
@@ -56,8 +56,7 @@ def plot_note(path: Path, text: str) -> None:
     """A figure that only says why there is no plot (a skipped grid cell)."""
     import textwrap
 
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 2))
+    fig, ax = _figure(figsize=(6, 2))
     ax.axis("off")
     ax.text(0.5, 0.5, textwrap.fill(text, 70), ha="center", va="center", fontsize=9)
     _save(fig, path)
@@ -71,11 +70,10 @@ def plot_metric_bars(
     title: str = "",
 ) -> None:
     """Grouped bars: one group per model, one bar per metric, error bars = std over folds."""
-    plt = _pyplot()
     metrics = list(means)
     width = 0.8 / max(len(metrics), 1)
     x = np.arange(len(models))
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.4 * len(models) + 2), 4), constrained_layout=True)
+    fig, ax = _figure(figsize=(max(5.0, 1.4 * len(models) + 2), 4), constrained_layout=True)
     for i, metric in enumerate(metrics):
         ax.bar(
             x + (i - (len(metrics) - 1) / 2) * width,
@@ -112,8 +110,7 @@ def plot_robustness(
     `curves[model] = (level labels, means, stds)`, every model with the same labels in order;
     `numeric_x` gives the level values when the axis is numeric (missing rate, T, SNR).
     """
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), constrained_layout=True)
+    fig, ax = _figure(figsize=(6.4, 4.2), constrained_layout=True)
     models = list(curves)
     labels = list(next(iter(curves.values()))[0]) if curves else []
     if numeric_x is not None and len(labels) > 1:
@@ -151,10 +148,5 @@ def _unit_range(means: Iterable[Sequence[float]]) -> bool:
 
 
 def _save(fig: Any, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    try:
-        with atomic_path(path, suffix=".png") as tmp:
-            fig.savefig(tmp, dpi=120, format="png")
-    finally:
-        plt.close(fig)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=120, format="png")

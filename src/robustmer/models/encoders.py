@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from robustmer.models.sequence import pool_frames
+
 Pooling = Literal["mean", "last"]
 # The reference's fusion order ([a, t, v]), whatever order params list the modalities in.
 FUSION_ORDER = ("audio", "text", "video")
@@ -51,14 +53,25 @@ class LSTMEncoder(nn.Module):
     stable than the last state on short, noisy frame features; `pooling="last"` returns the
     hidden state after the last real frame. Dropout is applied to the input frames, like
     MLPEncoder. A sequence of length 0 (e.g. no face detected) is encoded as one all-zero frame.
+    `max_frames` > 0 first mean-pools a longer sequence to at most that many frames
+    (`models.sequence.pool_frames`, the MER2024 recipe): 100 Hz LLD frames cost what a few
+    dozen do.
     """
 
     def __init__(
-        self, in_dim: int, hidden_dim: int, dropout: float = 0.3, pooling: Pooling = "mean"
+        self,
+        in_dim: int,
+        hidden_dim: int,
+        dropout: float = 0.3,
+        pooling: Pooling = "mean",
+        max_frames: int = 0,
     ):
         super().__init__()
         if pooling not in ("mean", "last"):
             raise ValueError(f"pooling must be 'mean' or 'last', not {pooling!r}")
+        if max_frames < 0:
+            raise ValueError(f"max_frames must be >= 0 (0: every frame), not {max_frames}")
+        self.max_frames = max_frames
         self.dropout = nn.Dropout(p=dropout)
         self.lstm = nn.LSTM(in_dim, hidden_dim, batch_first=True)
         self.pooling = pooling
@@ -70,6 +83,9 @@ class LSTMEncoder(nn.Module):
         batch, steps = x.shape[0], x.shape[1]
         if lengths is None:
             lengths = torch.full((batch,), steps, dtype=torch.long)
+        if self.max_frames and steps > self.max_frames:
+            x, lengths = pool_frames(x, lengths, self.max_frames)
+            steps = x.shape[1]
         lengths = lengths.detach().to("cpu", torch.long).clamp(min=1, max=max(steps, 1))
         if steps == 0:
             x = x.new_zeros(batch, 1, x.shape[2])

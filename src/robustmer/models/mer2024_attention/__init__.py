@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from robustmer.errors import ConfigError
 from robustmer.models.method import TASKS, Method
 from robustmer.models.registry import register
 from robustmer.models.supervised import Supervised
@@ -27,8 +28,33 @@ def build(
         num_layers=spec.num_layers,
         dropout=spec.dropout,
         levels=levels,
+        max_frames=int(METHOD.resolved_options(spec)["max_frames"]),
     )
 
 
+# max_frames: frame sequences longer than this are mean-pooled to this many frames before the
+# LSTM (the MER2024 recipe's pooling; 0 reads every frame).
+OPTIONS: dict[str, Any] = {"max_frames": 0}
+
+
+def check(spec: Any) -> None:
+    value = spec.options.get("max_frames", 0)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigError(
+            f"models.{spec.name}.options.max_frames: {value!r} is not a whole number >= 0 (0 "
+            "reads every frame)"
+        )
+
+
 # MER2023's `attention` predicts the valence beside the class: one more unit of the head.
-METHOD = register(Method("mer2024_attention", build, Supervised(), frame_inputs=True, tasks=TASKS))
+METHOD = register(
+    Method(
+        "mer2024_attention",
+        build,
+        Supervised(),
+        frame_inputs=True,
+        tasks=TASKS,
+        options=OPTIONS,
+        check=check,
+    )
+)

@@ -30,6 +30,7 @@ class MER2024Attention(nn.Module):
         dropout: float = 0.3,
         levels: Mapping[str, str] | None = None,
         lstm_pooling: str = "mean",
+        max_frames: int = 0,
     ):
         super().__init__()
         levels = dict(levels or {})
@@ -38,7 +39,8 @@ class MER2024Attention(nn.Module):
         encoders: dict[str, nn.Module] = {}
         for m in self.modalities:
             if m in self.frame_modalities:
-                encoders[m] = LSTMEncoder(input_dims[m], hidden_dim, dropout, lstm_pooling)
+                encoders[m] = LSTMEncoder(input_dims[m], hidden_dim, dropout, lstm_pooling,
+                                          max_frames)  # fmt: skip
             else:
                 encoders[m] = MLPEncoder(input_dims[m], hidden_dim, num_layers, dropout)
         self._attend_over(encoders, n_classes, hidden_dim, num_layers, dropout)
