@@ -128,5 +128,5 @@ def test_attention_max_frames_option_reaches_its_lstms() -> None:
     model = build_model(spec("mer2024_attention", options={"max_frames": 20}), DIMS, 4,
                         {"audio": "frame"})  # fmt: skip
     assert model.encoders["audio"].max_frames == 20
-    with pytest.raises(ConfigError, match="options.max_frames"):
+    with pytest.raises(ConfigError, match=r"options\.max_frames"):
         build_model(spec("mer2024_attention", options={"max_frames": -1}), DIMS, 4)

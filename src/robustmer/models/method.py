@@ -185,6 +185,15 @@ class Method:
         return {**self.options, **spec.options}
 
 
+def require_count(spec: ModelSpec, key: str, default: int, zero: str) -> None:
+    """Refuse an option that must be a whole number >= 0; `zero` says what 0 means."""
+    value = spec.options.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigError(
+            f"models.{spec.name}.options.{key}: {value!r} is not a whole number >= 0 (0 {zero})"
+        )
+
+
 def n_outputs(task: str, n_classes: int) -> int:
     """Outputs of a model's head: one score per class, one value for regression, or one score
     per class then the valence (`classification_valence`, the last output)."""

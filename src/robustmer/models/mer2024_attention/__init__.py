@@ -6,8 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from robustmer.errors import ConfigError
-from robustmer.models.method import TASKS, Method
+from robustmer.models.method import TASKS, Method, require_count
 from robustmer.models.registry import register
 from robustmer.models.supervised import Supervised
 
@@ -38,12 +37,7 @@ OPTIONS: dict[str, Any] = {"max_frames": 0}
 
 
 def check(spec: Any) -> None:
-    value = spec.options.get("max_frames", 0)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ConfigError(
-            f"models.{spec.name}.options.max_frames: {value!r} is not a whole number >= 0 (0 "
-            "reads every frame)"
-        )
+    require_count(spec, "max_frames", OPTIONS["max_frames"], "reads every frame")
 
 
 # MER2023's `attention` predicts the valence beside the class: one more unit of the head.

@@ -12,8 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from robustmer.config import ModelSpec
-from robustmer.errors import ConfigError
-from robustmer.models.method import TASKS, Method
+from robustmer.models.method import TASKS, Method, require_count
 from robustmer.models.registry import register
 from robustmer.models.supervised import Supervised
 
@@ -43,12 +42,7 @@ def build(
 
 
 def check(spec: ModelSpec) -> None:
-    topn = spec.options.get("topn", OPTIONS["topn"])
-    if not isinstance(topn, int) or isinstance(topn, bool) or topn < 0:
-        raise ConfigError(
-            f"models.{spec.name}.options.topn: {topn!r} is not a whole number >= 0 (0 reads "
-            "every listed feature)"
-        )
+    require_count(spec, "topn", OPTIONS["topn"], "reads every listed feature")
 
 
 METHOD = register(
