@@ -61,6 +61,27 @@ def test_textcnn_short_sequence_equals_explicit_zero_padding() -> None:
     assert torch.allclose(enc(x), enc(padded))
 
 
+def test_textcnn_conv1d_is_the_released_conv2d() -> None:
+    """The kernels run as conv1d over [B, D, T]; the released Conv2d over [B, 1, T, D] gives the
+    same features and the same weight gradients (up to summation order)."""
+    torch.manual_seed(0)
+    enc = TextCNN(24, out_dim=16, channels=8).eval()
+    x = torch.randn(5, 11, 24)
+
+    def released(e: TextCNN) -> torch.Tensor:
+        pooled = [torch.relu(conv(x.unsqueeze(1))).squeeze(3).amax(dim=2) for conv in e.convs]
+        return torch.relu(e.fc(e.dropout(torch.cat(pooled, dim=1))))
+
+    ours, ref = enc(x), released(enc)
+    assert torch.allclose(ours, ref, atol=1e-5)
+    ours.square().sum().backward()
+    grads = [c.weight.grad.clone() for c in enc.convs]
+    enc.zero_grad()
+    ref.square().sum().backward()
+    for got, want in zip(grads, (c.weight.grad for c in enc.convs), strict=True):
+        assert torch.allclose(got, want, atol=1e-4)
+
+
 def test_maxpool_lstm_pools_over_padded_steps() -> None:
     torch.manual_seed(0)
     enc = MaxPoolLSTM(8, hidden=16)

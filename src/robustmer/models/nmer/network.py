@@ -38,6 +38,12 @@ class TextCNN(nn.Module):
 
     Sequences shorter than the widest kernel are zero-padded so every convolution has at least
     one output position (short utterances would otherwise crash the max-pool).
+
+    The weights are the released `Conv2d(1, C, (k, D))` kernels (so checkpoints keep their
+    shape), but the forward pass runs them as the equal `conv1d` over `[B, D, T]`: a kernel that
+    spans the whole feature axis is a 1-D convolution with D input channels, which CPU backends
+    compute about twice as fast (forward and backward). Only the summation order differs
+    (outputs agree to ~1e-5 relative).
     """
 
     def __init__(
@@ -61,8 +67,13 @@ class TextCNN(nn.Module):
         short = max(self.kernels) - x.shape[1]
         if short > 0:
             x = F.pad(x, (0, 0, 0, short))
-        x = x.unsqueeze(1)  # [B, 1, T, D]
-        pooled = [F.relu(conv(x)).squeeze(3).amax(dim=2) for conv in self.convs]
+        channels_first = x.transpose(1, 2)  # [B, D, T]
+        pooled = [
+            F.relu(
+                F.conv1d(channels_first, conv.weight.squeeze(1).transpose(1, 2), conv.bias)
+            ).amax(dim=2)
+            for conv in self.convs
+        ]  # each [B, C]: conv.weight [C, 1, k, D] read as a conv1d kernel [C, D, k]
         return F.relu(self.fc(self.dropout(torch.cat(pooled, dim=1))))
 
 
