@@ -5,8 +5,17 @@ subset of the models, see SNAKEMAKE_MODELS): two datasets (the
 built-in corpus and an audio-only folder of labelled wav files), a small robustness grid
 (feature-level and raw-media conditions) and one cross-corpus cell (built-in -> folder). They
 must finish, agree exactly on every metric, the fusion baseline must beat chance by a wide
-margin, accuracy must fall as the missing rate, the feature noise and the audio noise grow, and
-on the audio-only dataset the models and conditions that need video or text are skipped.
+margin, accuracy must fall as the missing rate and the audio noise grow, and on the audio-only
+dataset the models and conditions that need video or text are skipped.
+
+The models are the baselines and two methods that pretrain (NMER: a teacher for stage 2; VAT: a
+different network whose shared weights it keeps), so every kind of stage runs for real. The
+other methods go through the same generic stages (the DVC matrix and Snakemake wildcards over
+models, which tests/test_workflow_parity.py plans for every method in both front doors) and
+learn through train_model / evaluate_model in their own tests (tests/test_imder_pipeline.py,
+tests/test_semi.py, ...); keeping them out of this run keeps CI under its time target. Feature
+noise is scored like the missing rate (a stored condition, no re-extraction): its kind is
+tested in tests/test_feature_noise.py and tests/test_conditions.py.
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ import yaml
 from dataset_fixtures_raw import build_folder
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_MODELS = ("audio_mlp", "fusion_mlp", "nmer", "imder", "semi", "vat")
+TINY_MODELS = ("audio_mlp", "fusion_mlp", "nmer", "vat")
 # Snakemake runs the same rules on a subset (the cheap baselines and one pretraining method):
 # each model's cells are independent, so its metrics must equal DVC's, and the dry-run parity
 # test (tests/test_workflow_parity.py) checks that both front doors plan the same jobs for all.
@@ -32,19 +41,18 @@ SNAKEMAKE_MODELS = ("audio_mlp", "fusion_mlp", "vat")
 TINY_CONDITIONS = {
     "clean": {"kind": "clean"},
     "missing_rate": {"kind": "missing_rate", "levels": [0.0, 0.6]},
-    "feature_noise": {"kind": "feature_noise", "schedule": "nmer", "levels": [100]},
     "audio_snr": {"kind": "audio_noise", "noise": "babble", "levels": [20, -5]},
     "video_blur": {"kind": "video_blur", "levels": [1, 4]},
 }
 # The audio-only dataset: 6 speakers x 3 classes of sine tones, 3 speaker folds.
 FOLDER_SPEAKERS = ("ann", "bob", "cat", "dan", "eve", "fay")
-NEEDS_VIDEO_OR_TEXT = ("fusion_mlp", "nmer", "imder", "semi", "vat")
+NEEDS_VIDEO_OR_TEXT = ("fusion_mlp", "nmer", "vat")
 pytestmark = pytest.mark.e2e
 
 
 def tiny_params(folder: Path | None = None, models: tuple[str, ...] = TINY_MODELS) -> dict:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    # 16 labelled utterances per speaker, and 8 in the unlabelled pool (SEMI learns from them).
+    # 16 labelled utterances per speaker, and 8 in the unlabelled pool (VAT pretrains on it too).
     params["acquire"]["builtin"].update(
         n_speakers=6, utterances_per_speaker=24, n_folds=3, unlabelled_fraction=1 / 3
     )
@@ -56,19 +64,6 @@ def tiny_params(folder: Path | None = None, models: tuple[str, ...] = TINY_MODEL
     params["models"]["nmer"].update(
         pretrain={"epochs": 10, "decay_epochs": 4, "batch_size": 8},
         train={"epochs": 12, "decay_epochs": 4, "batch_size": 8},
-    )
-    # IMDer: its MulT on complete data, then a few epochs with a 2-step ODE sampler.
-    params["models"]["imder"].update(
-        options={"steps": 2},
-        pretrain={"epochs": 10, "batch_size": 8},
-        train={"epochs": 3, "batch_size": 16},
-    )
-    # SEMI: a few epochs of contrastive pretraining, one self-training round at a reachable
-    # confidence.
-    params["models"]["semi"].update(
-        options={"threshold": 0.8, "thresholds": {}},
-        pretrain={"epochs": 3},
-        train={"epochs": 10},
     )
     # VAT: a small model, a few epochs of alignment pretraining (the pool counts), short
     # fine-tuning with distillation.
@@ -195,13 +190,7 @@ def test_dvc_repro_runs_everything(dvc_run: Path) -> None:
     # NMER, both stages, on the built-in corpus: clearly above chance (0.25) even with ~50
     # training utterances per fold (0.43 here; 0.83 on the default corpus).
     assert ua(got, "nmer", "clean", "clean") > 0.33, got["nmer/clean"]
-    assert ua(got, "imder", "clean", "clean") > 0.33, got["imder/clean"]
-    assert ua(got, "semi", "clean", "clean") > 0.33, got["semi/clean"]
     assert ua(got, "vat", "clean", "clean") > 0.33, got["vat/clean"]
-    semi = json.loads((dvc_run / "models/builtin/semi/train_summary.json").read_text())
-    rounds = [r for f in semi["folds"] for r in f["extra"]["pseudo_labels"]]
-    assert len(rounds) == len(semi["folds"]) and all(r["n_pool"] > 0 for r in rounds)
-    assert "## Pseudo-labels (self-training)" in (report / "summary.md").read_text()
 
 
 def test_two_datasets_side_by_side(dvc_run: Path) -> None:
@@ -234,14 +223,11 @@ def test_accuracy_falls_as_data_degrades(dvc_run: Path) -> None:
         clean = ua(got, model, "clean", "clean")
         assert ua(got, model, "missing_rate", "0") == clean
         assert ua(got, model, "missing_rate", "0.6") < clean - 0.05
-        assert ua(got, model, "feature_noise", "100") < clean - 0.05
         assert ua(got, model, "video_blur", "1") == clean  # rate 1 is the identity
     # Common random numbers: NMER's stochastic evaluation gives identical scores on identical
     # inputs, whatever the condition.
     nmer = ua(got, "nmer", "clean", "clean")
     assert ua(got, "nmer", "missing_rate", "0") == ua(got, "nmer", "video_blur", "1") == nmer
-    imder = ua(got, "imder", "clean", "clean")  # MR 0: no sampling, the MulT path
-    assert ua(got, "imder", "missing_rate", "0") == ua(got, "imder", "video_blur", "1") == imder
     audio = ua(got, "audio_mlp", "clean", "clean")
     assert ua(got, "audio_mlp", "audio_snr", "-5") < ua(got, "audio_mlp", "audio_snr", "20")
     assert ua(got, "audio_mlp", "audio_snr", "-5") < audio - 0.05
@@ -271,8 +257,7 @@ def test_mlflow_run_per_model_with_lineage_tags(dvc_run: Path) -> None:
     parents = [r for r in parents if r.data.params.get("dataset", "builtin") == "builtin"
                or r.info.run_name == "cross-corpus-builtin_on_folder"]  # fmt: skip
     assert sorted(r.info.run_name for r in parents) == sorted(
-        [*TINY_MODELS, "nmer-pretrain", "imder-pretrain", "semi-pretrain", "vat-pretrain", "report",
-         "cross-corpus-builtin_on_folder"]
+        [*TINY_MODELS, "nmer-pretrain", "vat-pretrain", "report", "cross-corpus-builtin_on_folder"]
     )  # fmt: skip
     parents = [r for r in parents if r.info.run_name in TINY_MODELS]
     commit = subprocess.run(

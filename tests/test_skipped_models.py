@@ -111,7 +111,8 @@ def test_a_typo_in_a_feature_name_is_still_an_error(audio_only: dict, tmp_path: 
     raw = tiny_params_dict()
     raw["models"] = {"m": {"arch": "early_fusion", "features": {"audio": "egemaps_functional"}}}
     store = audio_only["root"] / "store"
-    with pytest.raises(DataError, match="no feature 'audio/egemaps_functional'"):
+    with pytest.raises(DataError, match=r"model 'm' reads audio/egemaps_functional, which the "
+                       r"store lacks \(it holds audio/egemaps_functionals\)"):  # fmt: skip
         train_model(validate_params(raw), "m", store, tmp_path / "m")
 
 
