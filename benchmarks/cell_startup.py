@@ -4,17 +4,21 @@ checkout against another revision, interleaved in one run.
     .venv/bin/python benchmarks/cell_startup.py [--base REV] [--runs 5] [--json out.json]
 
 Builds a small built-in project once (6 speakers x 12 utterances, fusion_mlp, 5 epochs, the
-clean and missing_rate conditions) with this checkout, then alternates the two code versions
-(`--base` from a temporary git worktree, put first on PYTHONPATH) on the same cell, so drift on
-a shared machine hits both alike. Prints min and median wall seconds of each command and, for
-the cell, the share of its time spent in imports (`python -X importtime`, this checkout).
+clean and missing_rate conditions) with this checkout, then alternates the code versions on the
+same cell, so drift on a shared machine hits them alike: `base` (`--base` from a temporary git
+worktree, put first on PYTHONPATH) and `this` each in a process of its own, and `warm` (this
+checkout through the launcher, as the `robustmer` console script runs it, with its stage server
+already started: robustmer/launcher.py). Prints min and median wall seconds of each command and,
+for the cell, the share of its time spent in imports (`python -X importtime`, this checkout).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -36,13 +40,27 @@ def _env(src: Path) -> dict[str, str]:
     return env
 
 
-def _cli(args: list[str], cwd: Path, src: Path) -> float:
+def _cli(args: list[str], cwd: Path, src: Path, entry: str = "robustmer.cli") -> float:
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "robustmer.cli", *args], cwd=cwd, env=_env(src),
+    proc = subprocess.run([sys.executable, "-m", entry, *args], cwd=cwd, env=_env(src),
                           capture_output=True, text=True)  # fmt: skip
     if proc.returncode:
         raise SystemExit(f"robustmer {' '.join(args)} failed:\n{proc.stderr[-4000:]}")
     return time.perf_counter() - start
+
+
+def _wait_for_server(root: Path, timeout: float = 120.0) -> None:
+    end = time.monotonic() + timeout
+    while not list(root.glob("robustmer-*/*.sock")):
+        if time.monotonic() > end:
+            raise SystemExit("the stage server did not start")
+        time.sleep(0.1)
+
+
+def _stop_servers(root: Path) -> None:
+    for lock in root.glob("robustmer-*/*.lock"):
+        with contextlib.suppress(ValueError, IndexError, OSError):
+            os.kill(int(lock.read_text().split()[0]), signal.SIGTERM)
 
 
 def _project(root: Path) -> Path:
@@ -75,14 +93,22 @@ def main() -> None:
         try:
             project = _project(root)
             os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{project}/mlflow.db"
-            versions = {"base": base / "src", "this": ROOT / "src"}
+            os.environ.update(ROBUSTMER_WARM_DIR=str(root), ROBUSTMER_WARM_IDLE_S="600")
+            versions = {
+                "base": (base / "src", "robustmer.cli"),
+                "this": (ROOT / "src", "robustmer.cli"),
+                "warm": (ROOT / "src", "robustmer.launcher"),
+            }
+            _cli(list(CELL), project, ROOT / "src", "robustmer.launcher")  # starts the server
+            _wait_for_server(root)
             times: dict[str, dict[str, list[float]]] = {
                 v: {"cell": [], "help": []} for v in versions
             }
             for _ in range(args.runs):
-                for name, src in versions.items():
-                    times[name]["cell"].append(_cli(list(CELL), project, src))
-                    times[name]["help"].append(_cli(["--help"], project, src))
+                for name, (src, entry) in versions.items():
+                    times[name]["cell"].append(_cli(list(CELL), project, src, entry))
+                    times[name]["help"].append(_cli(["--help"], project, src, entry))
+            _stop_servers(root)
             proc = subprocess.run(
                 [sys.executable, "-X", "importtime", "-m", "robustmer.cli", *CELL], cwd=project,
                 env=_env(ROOT / "src"), capture_output=True, text=True,
@@ -97,7 +123,8 @@ def main() -> None:
     for name, kinds in times.items():
         rows[name] = {k: {"min": round(min(v), 3), "median": round(statistics.median(v), 3)}
                       for k, v in kinds.items()}  # fmt: skip
-        print(f"{name:5} ({args.base if name == 'base' else 'working tree'}): evaluate cell "
+        what = {"base": args.base, "this": "working tree", "warm": "working tree, warm"}[name]
+        print(f"{name:5} ({what}): evaluate cell "
               f"min {rows[name]['cell']['min']:.2f} s, median {rows[name]['cell']['median']:.2f} "
               f"s; --help min {rows[name]['help']['min']:.2f} s, median "
               f"{rows[name]['help']['median']:.2f} s")  # fmt: skip
