@@ -187,6 +187,14 @@ def tiny_params() -> dict[str, Any]:
 
 
 @pytest.fixture
+def mlflow_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh SQLite MLflow store for the test, through MLFLOW_TRACKING_URI."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
+
+
+@pytest.fixture
 def interrupt_at(monkeypatch: pytest.MonkeyPatch) -> Any:
     """`interrupt_at(fit=i, epoch=e, fold=k)`: raise KeyboardInterrupt once, right after that
     epoch state is saved; later saves (the rerun) go through (tests/test_resume.py)."""

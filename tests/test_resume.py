@@ -54,13 +54,6 @@ def rows(folder: Path, summary: str = "train_summary.json") -> list[dict[str, An
     return [timeless({k: f.get(k) for k in DETERMINISTIC}) for f in folds]
 
 
-@pytest.fixture
-def mlflow_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    return uri
-
-
 def run_statuses(uri: str) -> dict[str, list[str]]:
     """Run name -> statuses of the runs with that name (oldest first)."""
     import mlflow

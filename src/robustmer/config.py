@@ -441,6 +441,7 @@ class TrainConfig:
     patience: int
     selection_metric: str
     num_threads: int
+    workers: int  # processes over (seed, fold) units; not an input of the results
     val_speakers: int
     device: str
     seed: int
@@ -479,6 +480,7 @@ class TrainConfig:
             patience=t["patience"],
             selection_metric=selection_metric(params, spec, stage),
             num_threads=t["num_threads"],
+            workers=t["workers"],
             val_speakers=params["cv"]["val_speakers"],
             device=params["device"],
             seed=params["seed"],

@@ -97,9 +97,12 @@ if not config["tune"]["models"]:
 
 
 def threads_of(model, stage="train"):
-    """A model's CPU threads: its own train/pretrain override, else train.num_threads."""
+    """A model's CPU threads: num_threads per unit times the workers that train units side by
+    side (train.workers), each from its own train/pretrain override, else the train section.
+    """
     entry = config["models"][model].get(stage) or {}
-    return entry.get("num_threads", config["train"]["num_threads"])
+    threads = entry.get("num_threads", config["train"]["num_threads"])
+    return threads * entry.get("workers", config["train"]["workers"])
 
 
 def local_gpus():

@@ -210,6 +210,7 @@ def _create_run(
     run_name: str,
     tags: Mapping[str, Any],
     parent_run_id: str | None = None,
+    start_ms: int | None = None,
 ) -> RunHandle:
     """A new RUNNING run with the tags `mlflow.start_run` would give it (source, user, parent)."""
     from mlflow.tracking.context.registry import resolve_tags
@@ -218,7 +219,8 @@ def _create_run(
     user_tags = {**{k: str(v) for k, v in tags.items()}, MLFLOW_RUN_NAME: run_name, **_owner()}
     if parent_run_id is not None:
         user_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
-    run = client.create_run(experiment_id, tags=resolve_tags(user_tags), run_name=run_name)
+    run = client.create_run(experiment_id, start_time=start_ms, tags=resolve_tags(user_tags),
+                            run_name=run_name)  # fmt: skip
     return RunHandle(client, run.info.run_id, experiment_id=experiment_id)
 
 
@@ -346,6 +348,64 @@ def fold_run(
     with _opened(child) as run:
         run.log_params(run_params)
         yield run
+
+
+class RecordedRun:
+    """A fold's run handle in a worker process: keeps what would be logged, for the parent.
+
+    Training units may run in worker processes (`train.workers`); an MLflow client (its database
+    connections) must not cross a fork, so a worker records and the parent logs the fold run when
+    the unit ends (`log_recorded_fold_run`), with the recorded steps and times.
+    """
+
+    run_id = ""
+
+    def __init__(self) -> None:
+        self.start_ms = int(time.time() * 1000)
+        self.metrics: list[tuple[str, float, int, int]] = []
+        self.tags: dict[str, str] = {}
+
+    def log_epoch(self, step: int, metrics: Mapping[str, float]) -> None:
+        now = int(time.time() * 1000)
+        self.metrics += [(k, float(v), now, step) for k, v in metrics.items()]
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        self.log_epoch(0 if step is None else step, metrics)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        self.tags.update({k: str(v) for k, v in tags.items()})
+
+    def flush(self, client: Any = None) -> None:
+        """Nothing to send: the parent logs the record."""
+
+    def record(self) -> dict[str, Any]:
+        end_ms = int(time.time() * 1000)
+        return {"start_ms": self.start_ms, "end_ms": end_ms, "metrics": self.metrics,
+                "tags": self.tags}  # fmt: skip
+
+
+def log_recorded_fold_run(
+    name: str, tags: Mapping[str, str], run_params: Mapping[str, str], record: Mapping[str, Any]
+) -> str:
+    """Log a worker's `RecordedRun` as a FINISHED run nested in the active parent; its id."""
+    from mlflow.entities import Metric
+
+    if not _active:
+        raise RuntimeError("a fold run needs an active parent run (use it inside model_run)")
+    parent = _active[-1]
+    experiment_id = parent.experiment_id or parent.client.get_run(parent.run_id).info.experiment_id
+    child = _create_run(parent.client, experiment_id, name, tags, parent.run_id, record["start_ms"])
+    try:
+        child.log_params(run_params)
+        child._pending = [Metric(k, v, ts, step) for k, v, ts, step in record["metrics"]]
+        child.flush()
+        if record["tags"]:
+            child.set_tags(record["tags"])
+    except BaseException:
+        _end_failed(child, "FAILED")
+        raise
+    child.client.set_terminated(child.run_id, "FINISHED", end_time=record["end_ms"])
+    return child.run_id
 
 
 @contextmanager

@@ -151,12 +151,8 @@ def train_model(
     fold_run = FoldRun(params, spec, cfg, data, stage, building.root, device, tags, pretrain_dir,
                        building)  # fmt: skip
     with mlflow_run.model_run(params, run_name, tags, run_params(params, spec)) as parent:
-        fold_summaries = []
-        for replicate in cfg.seeds:
-            for split in folds:
-                fold_summaries.append(fold_run(split, replicate))
-                if on_unit is not None:
-                    on_unit(fold_summaries[-1])
+        units = [(split, replicate) for replicate in cfg.seeds for split in folds]
+        fold_summaries = _train_units(fold_run, units, on_unit)
         reused = sum(1 for f in fold_summaries if f.get("reused"))
         if reused:
             parent.set_tags({"robustmer.reused_units": str(reused)})
@@ -199,6 +195,7 @@ def _inputs_digest(
     """What the units of a build depend on: a partial build of other inputs is not resumed."""
     flat = run_params(params, spec)
     flat.pop("train.checkpoint_every_s", None)  # when to save does not change what is learnt
+    flat.pop("train.workers", None)  # nor how many units run at once
     stage1 = Path(pretrain_dir or "") / PRETRAIN_SUMMARY
     return inputs_digest(
         {
@@ -360,16 +357,21 @@ class FoldJob:
         self.mlrun.log_metrics(metrics, step)
 
 
-def _train_fold(run: FoldRun, split: FoldSplit, replicate: int) -> dict[str, Any]:
-    params, spec, cfg, data, out_dir, tags = (
-        run.params, run.spec, run.cfg, run.data, run.out_dir, run.tags,
-    )  # fmt: skip
-    seed = fold_seed(params, spec.name, split.fold, replicate, run.stage)
+def _kept_unit(run: FoldRun, split: FoldSplit, replicate: int) -> dict[str, Any] | None:
+    """The row of a unit an interrupted run of the same inputs finished, if any."""
     done = run.building.done_unit(split.fold, replicate) if run.building is not None else None
-    if done is not None and (out_dir / done["checkpoint"]).is_file():
-        log.info("%s seed %s fold %s: kept from the interrupted run", spec.name, replicate,
-                 split.fold)  # fmt: skip
-        return {**done, "reused": True}
+    if done is None or not (run.out_dir / done["checkpoint"]).is_file():
+        return None
+    log.info("%s seed %s fold %s: kept from the interrupted run", run.spec.name, replicate,
+             split.fold)  # fmt: skip
+    return {**done, "reused": True}
+
+
+def _fold_run_args(
+    run: FoldRun, split: FoldSplit, replicate: int
+) -> tuple[str, dict[str, str], dict[str, str]]:
+    """Name, tags and params of a unit's MLflow run."""
+    seed = fold_seed(run.params, run.spec.name, split.fold, replicate, run.stage)
     fold_params = {
         "fold": str(split.fold),
         "train_seed": str(replicate),
@@ -380,44 +382,64 @@ def _train_fold(run: FoldRun, split: FoldSplit, replicate: int) -> dict[str, Any
         "val_speakers": ",".join(split.val_speakers),
         "test_speakers": ",".join(split.test_speakers),
     }
-    fold_tags = {**tags, "robustmer.fold": str(split.fold), "robustmer.train_seed": str(replicate)}
+    fold_tags = {**run.tags, "robustmer.fold": str(split.fold),
+                 "robustmer.train_seed": str(replicate)}  # fmt: skip
+    return f"seed_{replicate}_fold_{split.fold}", fold_tags, fold_params
+
+
+def _train_fold(run: FoldRun, split: FoldSplit, replicate: int) -> dict[str, Any]:
+    kept = _kept_unit(run, split, replicate)
+    if kept is not None:
+        return kept
+    with mlflow_run.fold_run(*_fold_run_args(run, split, replicate)) as mlrun:
+        row = _fit_unit(run, split, replicate, mlrun)
+    row["mlflow_run_id"] = mlrun.run_id
+    if run.building is not None:
+        run.building.finish_unit(split.fold, replicate, row)
+    return row
+
+
+def _fit_unit(
+    run: FoldRun, split: FoldSplit, replicate: int, mlrun: mlflow_run.RunHandle
+) -> dict[str, Any]:
+    """Train one (fold, seed), save its checkpoint; its summary row (run id left to the caller)."""
+    params, spec, cfg, data, out_dir = run.params, run.spec, run.cfg, run.data, run.out_dir
+    seed = fold_seed(params, spec.name, split.fold, replicate, run.stage)
     started = time.perf_counter()
-    run_name = f"seed_{replicate}_fold_{split.fold}"
-    with mlflow_run.fold_run(run_name, fold_tags, fold_params) as mlrun:
-        seed_everything(seed)
-        normaliser = Normaliser.fit(data, split.train)
-        tensors = FoldTensors(data, normaliser, run.device)
-        job = FoldJob(run, split, replicate, seed, tensors, mlrun)
-        recipe = method(spec.arch).recipe
-        result = recipe.pretrain(job) if run.stage == "pretrain" else recipe.train(job)
-        meta = {
-            "model": spec.name,
-            "spec": asdict(spec),
-            "classes": data.classes,
-            "input_dims": data.input_dims,
-            "levels": data.levels,
-            "features": data.feature_names,
-            "fold": split.fold,
-            "train_seed": replicate,
-            "stage": run.stage,
+    seed_everything(seed)
+    normaliser = Normaliser.fit(data, split.train)
+    tensors = FoldTensors(data, normaliser, run.device)
+    job = FoldJob(run, split, replicate, seed, tensors, mlrun)
+    recipe = method(spec.arch).recipe
+    result = recipe.pretrain(job) if run.stage == "pretrain" else recipe.train(job)
+    meta = {
+        "model": spec.name,
+        "spec": asdict(spec),
+        "classes": data.classes,
+        "input_dims": data.input_dims,
+        "levels": data.levels,
+        "features": data.feature_names,
+        "fold": split.fold,
+        "train_seed": replicate,
+        "stage": run.stage,
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "val_speakers": split.val_speakers,
+        "test_speakers": split.test_speakers,
+        "norm_eps": NORM_EPS,
+        "seed": seed,
+    }
+    path = checkpoint_path(out_dir, split.fold, replicate)
+    save_checkpoint(path, result.state_dict, normaliser.state(), meta)
+    checkpoint_sha256 = sha256_file(path)
+    mlrun.set_tags({"robustmer.checkpoint_sha256": checkpoint_sha256})
+    mlrun.log_metrics(
+        {
             "best_epoch": result.best_epoch,
             "epochs_run": result.epochs_run,
-            "val_speakers": split.val_speakers,
-            "test_speakers": split.test_speakers,
-            "norm_eps": NORM_EPS,
-            "seed": seed,
+            **{f"best_{k}": v for k, v in result.best_metrics.items()},
         }
-        path = checkpoint_path(out_dir, split.fold, replicate)
-        save_checkpoint(path, result.state_dict, normaliser.state(), meta)
-        checkpoint_sha256 = sha256_file(path)
-        mlrun.set_tags({"robustmer.checkpoint_sha256": checkpoint_sha256})
-        mlrun.log_metrics(
-            {
-                "best_epoch": result.best_epoch,
-                "epochs_run": result.epochs_run,
-                **{f"best_{k}": v for k, v in result.best_metrics.items()},
-            }
-        )
+    )
     seconds = time.perf_counter() - started
     log.info(
         "%s seed %s fold %s: best epoch %d of %d, val %s %.4f (train %d / val %d / test %d) "
@@ -428,7 +450,7 @@ def _train_fold(run: FoldRun, split: FoldSplit, replicate: int) -> dict[str, Any
         len(split.val),
         len(split.test), seconds,
     )  # fmt: skip
-    row = {
+    return {
         "fold": split.fold,
         "train_seed": replicate,
         "checkpoint": path.relative_to(out_dir).as_posix(),
@@ -442,9 +464,65 @@ def _train_fold(run: FoldRun, split: FoldSplit, replicate: int) -> dict[str, Any
         "val_speakers": split.val_speakers,
         "test_speakers": split.test_speakers,
         "seconds": round(seconds, 3),
-        "mlflow_run_id": mlrun.run_id,
+        "mlflow_run_id": "",
         **({"extra": result.extra} if result.extra else {}),
     }
-    if run.building is not None:
-        run.building.finish_unit(split.fold, replicate, row)
-    return row
+
+
+# The units of one build, set in each worker process before any unit runs (inherited by fork).
+_WORKER_UNITS: tuple[FoldRun, list[tuple[FoldSplit, int]]] | None = None
+
+
+def _set_worker_units(run: FoldRun, units: list[tuple[FoldSplit, int]]) -> None:
+    global _WORKER_UNITS
+    _WORKER_UNITS = (run, units)
+    configure_threads(run.cfg.num_threads, run.device)
+
+
+def _unit_in_worker(index: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Train unit `index` in a worker process: its row and what its MLflow run would log."""
+    assert _WORKER_UNITS is not None
+    run, units = _WORKER_UNITS
+    split, replicate = units[index]
+    recorded = mlflow_run.RecordedRun()
+    row = _fit_unit(run, split, replicate, recorded)  # type: ignore[arg-type]
+    return row, recorded.record()
+
+
+def _train_units(
+    run: FoldRun,
+    units: list[tuple[FoldSplit, int]],
+    on_unit: Callable[[dict[str, Any]], None] | None,
+) -> list[dict[str, Any]]:
+    """Every unit's row, in unit order: one after the other, or over `train.workers` processes.
+
+    Parallel units give the same checkpoints (each unit is seeded on its own); their MLflow
+    fold runs are logged by this process as each unit ends. A search's `on_unit` (which may
+    stop the training after any unit) and CUDA keep the units in order in this process.
+    """
+    workers = min(run.cfg.workers, len(units))
+    if workers <= 1 or on_unit is not None or run.device.type != "cpu":
+        rows = []
+        for split, replicate in units:
+            rows.append(run(split, replicate))
+            if on_unit is not None:
+                on_unit(rows[-1])
+        return rows
+    from concurrent.futures import as_completed
+
+    from robustmer.workers import worker_pool
+
+    rows: list[dict[str, Any] | None] = [_kept_unit(run, s, r) for s, r in units]
+    todo = [i for i, row in enumerate(rows) if row is None]
+    with worker_pool(workers, _set_worker_units, (run, units)) as pool:
+        futures = {pool.submit(_unit_in_worker, i): i for i in todo}
+        for future in as_completed(futures):
+            i = futures[future]
+            split, replicate = units[i]
+            row, record = future.result()
+            name, tags, fold_params = _fold_run_args(run, split, replicate)
+            row["mlflow_run_id"] = mlflow_run.log_recorded_fold_run(name, tags, fold_params, record)
+            if run.building is not None:
+                run.building.finish_unit(split.fold, replicate, row)
+            rows[i] = row
+    return [row for row in rows if row is not None]
