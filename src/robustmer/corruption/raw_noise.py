@@ -241,6 +241,19 @@ def draw_blur_rate(rng: np.random.Generator, rates: Sequence[int] = BLUR_RATES) 
     return int(rates[int(rng.integers(len(rates)))])
 
 
+def as_pcm16(samples: np.ndarray) -> np.ndarray:
+    """The float32 samples `write_audio` then `read_audio` give back: 16-bit PCM in memory.
+
+    libsndfile (1.2) writes a float as a 32-bit integer, `rint(x * 2**31)`, then keeps its top
+    16 bits, and reads `q / 32768`. Done the same way here, an utterance mixed in memory is,
+    sample for sample, the file it was before; tests/test_raw_noise_memory.py checks this
+    against soundfile itself.
+    """
+    wide = np.asarray(samples, dtype=np.float32).astype(np.float64) * 2.0**31
+    q = np.clip(np.rint(wide), -(2.0**31), 2.0**31 - 1).astype(np.int64) >> 16
+    return (q / np.float32(32768)).astype(np.float32)
+
+
 def write_audio(path: Path, samples: np.ndarray, rate: int) -> None:
     """Write 16-bit PCM atomically, so an interrupted corruption run leaves no partial file."""
     rate = _check_length("rate", rate)

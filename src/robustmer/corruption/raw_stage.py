@@ -1,18 +1,21 @@
 """Raw-media conditions: corrupt each utterance's audio, video or transcript, then re-extract.
 
-For every level the corrupted media go to a scratch folder, the modality's extractors from
-params.yaml `extract` run on them through the same code as clean media
+For every level the modality's extractors from params.yaml `extract` run on the corrupted media
+through the same code as clean media
 (`robustmer.features.extract.extract_modality`), and the result is written as an overlay store
-(same manifest, only the re-extracted features). Evaluation reads the clean store
+(same manifest, only the re-extracted features). Audio is mixed in memory by the extraction
+workers as they read each item (`corruption.noisy_audio`: no scratch files, reading and mixing
+in parallel); video clips are written to a scratch folder, since the video readers take files.
+Evaluation reads the clean store
 and swaps in the overlay's features, so the rest of the pipeline is unchanged. A level that
 leaves a modality untouched (blur rate 1, fraction 0) reuses the clean features instead of
 re-encoding the media.
 
-The per-item feature cache is not used here (`cache=None`): corrupted media are fresh bytes in a
-scratch folder deleted after each level, and a condition is regenerated mostly when its settings,
-the seed or the extractors change, which misses the cache anyway. The rare rerun that could hit
-does not justify one cache file per sample, level and condition left on disk for good. Bad items
-follow `extract.on_error` as on clean media; placeholders are recorded in the overlay.
+The per-item feature cache is not used here (`cache=None`): corrupted media are fresh bytes,
+and a condition is regenerated mostly when its settings, the seed or the extractors change,
+which misses the cache anyway. The rare rerun that could hit does not justify one cache file per
+sample, level and condition left on disk for good. Bad items follow `extract.on_error` as on
+clean media; placeholders are recorded in the overlay.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import pandas as pd
 from robustmer.config import Params
 from robustmer.corruption import raw_noise
 from robustmer.corruption.conditions import Condition
+from robustmer.corruption.noisy_audio import noisy_audio
 from robustmer.data.store import FeatureStore, StoreWriter
 from robustmer.errors import DataError
 from robustmer.features.base import ExtractedFeature, parallel_map
@@ -37,11 +41,9 @@ from robustmer.features.extract import (
     extract_modality,
     write_placeholders,
 )
-from robustmer.features.media import read_audio
+from robustmer.features.media import AudioSource
 
 log = logging.getLogger(__name__)
-
-BABBLE_TALKERS = 4
 
 
 def build_overlay(
@@ -65,7 +67,7 @@ def build_overlay(
             if _is_identity(records, modality):
                 result.features += _clean_features(store, modality)
             elif modality == "audio":
-                result += _noisy_audio(params, cond, records, manifest, work)
+                result += _noisy_audio(params, cond, records, manifest)
             elif modality == "video":
                 result += _noisy_video(params, records, manifest, work)
             else:
@@ -111,7 +113,7 @@ def _clean_features(store: FeatureStore, modality: str) -> list[ExtractedFeature
 def _reextract(
     params: Params,
     modality: str,
-    items: list[Path] | list[str],
+    items: Sequence[Path | str | AudioSource],
     records: pd.DataFrame,
     manifest: pd.DataFrame,
 ) -> Extraction:
@@ -149,43 +151,19 @@ def _noisy_audio(
     cond: Condition,
     records: pd.DataFrame,
     manifest: pd.DataFrame,
-    work: Path,
 ) -> Extraction:
+    """Each record's mix, made in memory by the extraction workers as they read it."""
     paths = _media(manifest, "audio_path")
-    clean = [read_audio(p) for p in paths]  # the extractors' reader, with their errors
-    rates = {rate for _, rate in clean}
-    if len(rates) != 1:
-        raise DataError(f"audio files have different sample rates {sorted(rates)}; resample them")
-    rate = rates.pop()
     kind = str(records["noise_kind"].iloc[0])
-    folder = (
-        raw_noise.load_noise_folder(Path(cond.cfg["noise_folder"]), rate) if kind == "folder"
-        else None
-    )  # fmt: skip
+    folder = Path(cond.cfg["noise_folder"]) if kind == "folder" else None
     speakers = manifest["speaker"].astype(str).to_numpy()
-    out_paths = []
-    for rec in records.itertuples(index=False):
-        i = int(rec.sample_index)
-        signal = clean[i][0]
-        draw = np.random.default_rng(int(rec.seed))
-        if kind == "white":
-            noise = raw_noise.white_noise(len(signal), draw)
-        elif kind == "pink":
-            noise = raw_noise.pink_noise(len(signal), draw)
-        elif kind == "babble":
-            others = np.flatnonzero(speakers != speakers[i])
-            chosen = draw.choice(others, size=min(BABBLE_TALKERS * 2, len(others)), replace=False)
-            noise = raw_noise.babble_noise(
-                [clean[j][0] for j in chosen], len(signal), draw, BABBLE_TALKERS
-            )
-        else:
-            assert folder is not None
-            noise = raw_noise.fit_noise_length(folder, len(signal), draw)
-        mixed, _ = raw_noise.mix_at_snr(signal, noise, float(rec.snr_db))
-        path = work / "audio" / f"{i:06d}.wav"
-        raw_noise.write_audio(path, mixed, rate)
-        out_paths.append(path)
-    return _reextract(params, "audio", out_paths, records, manifest)
+    items = [
+        noisy_audio(
+            paths, speakers, int(rec.sample_index), kind, float(rec.snr_db), int(rec.seed), folder
+        )
+        for rec in records.itertuples(index=False)
+    ]
+    return _reextract(params, "audio", items, records, manifest)
 
 
 def _corrupt_clip(job: tuple[str, str, int, str, float, int]) -> str:

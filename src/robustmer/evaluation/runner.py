@@ -139,6 +139,9 @@ def evaluate_model(
         },
         cfg.checkpoint_every_s,
     )  # fmt: skip
+    # Each fold model is loaded once per cell and scores every level (prediction is stateless:
+    # eval mode, and stochastic models draw from the seed passed with each call).
+    loaded: dict[tuple[int, int], tuple[torch.nn.Module, Normaliser]] = {}
     for level in cond.levels:
         all_records = cond.level_records(level)
         at = all_records["sample_index"].to_numpy()
@@ -156,8 +159,10 @@ def evaluate_model(
             test_sum = np.zeros((len(test_records), n_out))
             for split in folds:
                 rows = np.flatnonzero(np.isin(records["sample_index"].to_numpy(), split.test))
-                model, normaliser = _load_fold(model_dir, spec, data, split, seed)
-                model = model.to(device)
+                if (seed, split.fold) not in loaded:
+                    model, normaliser = _load_fold(model_dir, spec, data, split, seed)
+                    loaded[seed, split.fold] = (model.to(device), normaliser)
+                model, normaliser = loaded[seed, split.fold]
                 tensors = FoldTensors(level_data, normaliser, device)
                 # Common random numbers: the same draws under every condition and level, so a
                 # stochastic model's scores differ only by what the condition changed.

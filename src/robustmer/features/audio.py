@@ -20,7 +20,7 @@ from robustmer.features.base import (
     OutputSpec,
 )
 from robustmer.features.kinds import kind_defaults
-from robustmer.features.media import check_options, is_bool, read_audio
+from robustmer.features.media import AudioSource, check_options, is_bool, read_audio
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,8 @@ class OpenSmileExtractor(Extractor):
             OutputSpec("_lld", "frame", len(lld), LLD_FRAME_RATE, feature_names=lld),
         ]
 
-    def features(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
-        """`[1, D]` functionals and `[T, D_lld]` LLDs of one file."""
+    def features(self, path: Path | AudioSource) -> tuple[np.ndarray, np.ndarray]:
+        """`[1, D]` functionals and `[T, D_lld]` LLDs of one file (or in-memory source)."""
         signal, rate = read_audio(path)
         if self.cfg["vad"]:
             from robustmer.features.vad import trim_silence
@@ -94,7 +94,7 @@ class OpenSmileExtractor(Extractor):
     def extract(self, items: Sequence[Path]) -> list[dict[str, np.ndarray]]:
         out = []
         for path in items:
-            func, lld = self.features(Path(path))
+            func, lld = self.features(path)
             out.append({"_functionals": func, "_lld": lld})
         return out
 

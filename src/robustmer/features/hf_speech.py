@@ -194,7 +194,7 @@ class HFSpeechExtractor(Extractor):
     def extract(self, items: Sequence[Path]) -> list[dict[str, np.ndarray]]:
         out = []
         for path in items:
-            signal = load_audio(Path(path), self.sample_rate)
+            signal = load_audio(path, self.sample_rate)
             if self.cfg["vad"]:
                 from robustmer.features.vad import trim_silence
 

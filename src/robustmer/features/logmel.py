@@ -109,7 +109,7 @@ class LogMelExtractor(Extractor):
     def extract(self, items: Sequence[Path]) -> list[dict[str, np.ndarray]]:
         out = []
         for path in items:
-            signal = load_audio(Path(path), self.cfg["sample_rate"])
+            signal = load_audio(path, self.cfg["sample_rate"])
             if self.cfg["vad"]:
                 from robustmer.features.vad import trim_silence
 

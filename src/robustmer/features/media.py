@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from functools import lru_cache
 from math import gcd
@@ -112,8 +113,21 @@ def _read_av(path: Path) -> tuple[np.ndarray, int]:
     return np.concatenate(chunks).astype(np.float32, copy=False), rate
 
 
-def read_audio(path: Path | str) -> tuple[np.ndarray, int]:
+class AudioSource(ABC):
+    """Audio made in memory rather than read from a file (a raw-noise condition's mix): the
+    audio extractors take one wherever they take a path, so corrupted media need no scratch
+    files. Picklable and small, as it travels to the extraction workers; `str()` names it in
+    messages."""
+
+    @abstractmethod
+    def read(self) -> tuple[np.ndarray, int]:
+        """Mono float32 samples and their rate."""
+
+
+def read_audio(path: Path | str | AudioSource) -> tuple[np.ndarray, int]:
     """Mono float32 samples at the file's own rate (soundfile for wav/flac/ogg, else PyAV)."""
+    if isinstance(path, AudioSource):
+        return path.read()
     path = Path(path)
     check_file(path)
     if path.suffix.lower() in SOUNDFILE_SUFFIXES:
@@ -135,7 +149,7 @@ def resample(signal: np.ndarray, rate: int, target: int) -> np.ndarray:
     return resample_poly(signal, target // g, rate // g).astype(np.float32)
 
 
-def load_audio(path: Path | str, sample_rate: int = 16000) -> np.ndarray:
+def load_audio(path: Path | str | AudioSource, sample_rate: int = 16000) -> np.ndarray:
     """Mono float32 samples at `sample_rate` from a wav/flac or any audio/video container."""
     signal, rate = read_audio(path)
     return resample(signal, rate, sample_rate)
