@@ -77,3 +77,30 @@ def test_an_interrupted_parallel_build_resumes_to_the_same_result(
     assert rows(target) == rows(one_at_a_time)
     assert not building.exists()
     assert run_statuses(mlflow_db)["fusion_mlp"] == ["KILLED", "FINISHED"]
+
+
+@pytest.mark.parametrize(
+    ("cores", "threads", "workers", "expected"),
+    [(2, 1, 2, 2), (2, 2, 2, 1), (4, 2, 8, 2), (1, 1, 2, 1), (8, 3, 8, 2)],
+)
+def test_workers_times_threads_fit_the_usable_cores(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    cores: int, threads: int, workers: int, expected: int,
+) -> None:  # fmt: skip
+    import logging
+    from types import SimpleNamespace
+
+    import torch
+
+    from robustmer.training import runner
+
+    monkeypatch.setattr(runner, "usable_cores", lambda: cores)
+    run = SimpleNamespace(
+        cfg=SimpleNamespace(workers=workers, num_threads=threads),
+        spec=SimpleNamespace(name="nmer"),
+        device=torch.device("cpu"),
+    )
+    with caplog.at_level(logging.INFO, logger=runner.log.name):
+        assert runner._fitting_workers(run) == expected
+    lowered = [r.getMessage() for r in caplog.records if "lowered" in r.getMessage()]
+    assert bool(lowered) == (workers > expected)

@@ -33,6 +33,13 @@ def configure_threads(num_threads: int, device: torch.device) -> None:
         torch.set_num_threads(num_threads)
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask: a SLURM or cgroup allotment)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     """float16 autocast on CUDA, nothing on CPU."""
     if device.type == "cuda":
