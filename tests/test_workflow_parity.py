@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import hashlib
 import os
 import re
 import shutil
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from robustmer import paths
+from robustmer import paths, stage_code
 from robustmer.config import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +60,9 @@ def snakemake_jobs(root: Path = ROOT) -> dict[str, tuple[str, set[str]]]:
 
 
 def assert_same_jobs(root: Path) -> dict[str, tuple[str, set[str]]]:
-    dvc = dvc_stages(root)
+    # DVC alone has the `code` stage: Snakemake rules take the source files themselves as
+    # inputs (mtimes), DVC stages one listing of their hashes (robustmer.stage_code).
+    dvc = {cmd: job for cmd, job in dvc_stages(root).items() if job[0] != "code"}
     snake = snakemake_jobs(root)
     assert len(snake) >= 7
     assert set(dvc) == set(snake), sorted(set(dvc) ^ set(snake))
@@ -126,7 +129,8 @@ def test_every_dvc_params_key_is_in_params_yaml() -> None:
 def test_outputs_follow_the_paths_module() -> None:
     params = load_params(ROOT / "params.yaml")
     outs = {o for _, stage_outs in dvc_stages().values() for o in stage_outs}
-    assert outs == expected_outputs(params)
+    listings = {f"{stage_code.LISTINGS.as_posix()}/{kind}.txt" for kind in stage_code.STAGES}
+    assert outs == expected_outputs(params) | listings
 
 
 def test_two_datasets_and_a_cross_corpus_cell_in_both_front_doors(tmp_path: Path) -> None:
@@ -264,29 +268,56 @@ def _covered(path: Path, deps: list[str]) -> bool:
 
 
 def dvc_code_deps() -> dict[str, list[str]]:
+    """stage -> the src/ paths of the code listing it depends on (data/code/<kind>.txt)."""
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     out = {}
     for name, stage in stages.items():
-        body = stage.get("do", stage)
-        out[name] = [d for d in body.get("deps", []) if d.startswith("src/")]
+        deps = stage.get("do", stage).get("deps", [])
+        if name == "code":
+            continue
+        assert not [d for d in deps if d.startswith("src/")], f"{name}: src/ deps bypass data/code"
+        listed = [d for d in deps if d.startswith(f"{stage_code.LISTINGS.as_posix()}/")]
+        assert len(listed) == 1, f"{name}: one code listing dep, not {listed}"
+        kind = Path(listed[0]).stem
+        out[name] = [f"{stage_code.PACKAGE.as_posix()}/{p}" for p in stage_code.parts(kind)]
     return out
 
 
 def snakemake_code_deps() -> dict[str, list[str]]:
-    """rule -> the `code=code(...)` parts of workflow/rules/*.smk (and GROUND), as src/ paths."""
-    common = (ROOT / "workflow" / "rules" / "common.smk").read_text()
-    ground_def = re.search(r"^GROUND = \(([^)]*)\)", common, re.M)
-    assert ground_def, "common.smk defines GROUND"
-    ground = re.findall(r'"([^"]+)"', ground_def.group(1))
+    """rule -> the src/ paths of its `code=code("<kind>")` input."""
     out: dict[str, list[str]] = {}
     for smk in sorted((ROOT / "workflow" / "rules").glob("*.smk")):
         text = smk.read_text()
         for rule, body in re.findall(r"^rule (\w+):\n((?:[ \t]+.*\n|\n)*)", text, re.M):
-            call = re.search(r"code=code\(([^)]*)\)", body)
-            if call:
-                parts = ground + re.findall(r'"([^"]+)"', call.group(1))
-                out[rule] = [f"src/robustmer/{p}" for p in parts]
+            if call := re.search(r'code=code\("(\w+)"\)', body):
+                parts = stage_code.parts(call.group(1))
+                out[rule] = [f"{stage_code.PACKAGE.as_posix()}/{p}" for p in parts]
     return out
+
+
+def test_the_code_stage_writes_every_listing_and_depends_on_all_sources() -> None:
+    code = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["code"]
+    assert code["deps"] == [stage_code.PACKAGE.as_posix()]
+    # Cached (the default), so that `dvc push` / `dvc pull` carry them with the other outputs.
+    assert code["outs"] == [f"{stage_code.LISTINGS.as_posix()}/{k}.txt" for k in stage_code.STAGES]
+
+
+def test_a_code_listing_changes_only_with_its_stages_files(tmp_path: Path) -> None:
+    shutil.copytree(SRC / "robustmer", tmp_path / "src" / "robustmer",
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    assert stage_code.write_listings(tmp_path) == list(stage_code.STAGES)
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / stage_code.LISTINGS).iterdir()}
+    assert stage_code.write_listings(tmp_path) == []  # nothing changed, nothing rewritten
+    report = tmp_path / "src/robustmer/evaluation/report.py"
+    report.write_text(report.read_text() + "\n# edited\n")
+    assert stage_code.write_listings(tmp_path) == ["evaluate", "cross_corpus", "report"]
+    listing = (tmp_path / stage_code.LISTINGS / "report.txt").read_text()
+    digest = hashlib.sha256(report.read_bytes()).hexdigest()
+    assert f"{digest}  src/robustmer/evaluation/report.py\n" in listing
+    train = tmp_path / stage_code.LISTINGS / "train.txt"
+    assert train.stat().st_mtime_ns == before["train.txt"]
+    (tmp_path / "src/robustmer/cli.py").write_text("# the CLI is no stage's code\n")
+    assert stage_code.write_listings(tmp_path) == []
 
 
 @pytest.mark.parametrize("front", ["dvc", "snakemake"])

@@ -433,6 +433,16 @@ def ov_score(
                    "empty)", err=True)  # fmt: skip
 
 
+@app.command("code-listings")
+def code_listings() -> None:
+    """Write data/code/<stage>.txt: each stage kind's source files with their sha256 (DVC's code
+    dependency of that stage); a listing is replaced only when its files changed."""
+    from robustmer import stage_code
+
+    changed = stage_code.write_listings(Path.cwd())
+    typer.echo(f"code listings: {', '.join(changed) or 'none'} changed, in {stage_code.LISTINGS}")
+
+
 @app.command("track-init")
 def track_init(params: ParamsOpt = DEFAULT_PARAMS) -> None:
     """Create the MLflow store and experiment once, before parallel jobs log to it."""

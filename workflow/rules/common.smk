@@ -4,6 +4,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
+from robustmer import stage_code
 from robustmer.config import expand_presets, project_datasets, validate_params
 from robustmer.models.registry import check_models
 
@@ -34,48 +35,12 @@ wildcard_constraints:
     cross="|".join(CROSS) or "(?!)",
 
 
-# The ground floor every stage imports (params and the option tables they are checked against,
-# errors, files, metrics, paths, seeds); `code` adds it to every rule, as dvc.yaml lists it in
-# every stage.
-GROUND = (
-    "__init__.py",
-    "config.py",
-    "config_options.py",
-    "data/__init__.py",
-    "data/adapter_options.py",
-    "data/registry.yaml",
-    "features/__init__.py",
-    "features/kinds.py",
-    "errors.py",
-    "gate_status.py",
-    "io.py",
-    "signals.py",
-    "workers.py",
-    "metrics.py",
-    "paths.py",
-    "progress.py",
-    "seeding.py",
-)
-
-
-def code(*parts):
-    """Source files a rule runs, so that code changes rerun it (as DVC's code deps do).
-
-    tests/test_workflow_parity.py checks that they cover every module the stage imports.
+def code(stage):
+    """Source files the rule's command runs, so that a code change reruns it: the table dvc.yaml's
+    code listings come from (src/robustmer/stage_code.py), which tests/test_workflow_parity.py
+    checks against the modules each stage imports.
     """
-    files = []
-    for part in (*GROUND, *parts):
-        path = Path("src/robustmer") / part
-        files += (
-            sorted(
-                str(p)
-                for p in path.rglob("*")
-                if p.is_file() and "__pycache__" not in p.parts
-            )
-            if path.is_dir()
-            else [str(path)]
-        )
-    return list(dict.fromkeys(files))  # a folder part may repeat a GROUND file
+    return [str(p) for p in stage_code.files(stage)]
 
 
 # Cheap or network-bound rules run in the Snakemake process itself (the login node on a

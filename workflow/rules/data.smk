@@ -3,19 +3,7 @@
 
 rule acquire:
     input:
-        code=code(
-            "data/__init__.py",
-            "data/acquire.py",
-            "data/registry.py",
-            "data/registry.yaml",
-            "data/download.py",
-            "data/archive.py",
-            "data/protocol.py",
-            "data/safe_pickle.py",
-            "data/store.py",
-            "data/adapters",
-            "data/builtin",
-        ),
+        code=code("acquire"),
     output:
         directory(RAW),
     log:
@@ -39,7 +27,7 @@ rule acquire:
 rule extract:
     input:
         raw=RAW,
-        code=code("device.py", "data", "features"),
+        code=code("extract"),
     output:
         directory(FEATURES),
     log:
@@ -68,7 +56,7 @@ rule extract:
 rule validate:
     input:
         features=FEATURES,
-        code=code("device.py", "data", "features", "validation"),
+        code=code("validate"),
     output:
         summary=VALIDATION_SUMMARY,
         docs=directory(DATA_DOCS),

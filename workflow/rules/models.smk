@@ -7,7 +7,7 @@ rule corrupt:
         raw=RAW,
         features=FEATURES,
         validated=VALIDATION_SUMMARY,
-        code=code("device.py", "data", "features", "corruption"),
+        code=code("corrupt"),
     output:
         directory(f"{CORRUPTED}/{{condition}}"),
     log:
@@ -34,18 +34,7 @@ rule tune:
     input:
         features=FEATURES,
         validated=VALIDATION_SUMMARY,
-        code=code(
-            "device.py",
-            "data/__init__.py",
-            "data/model_data.py",
-            "data/protocol.py",
-            "data/store.py",
-            "corruption",
-            "models",
-            "training",
-            "tracking",
-            "tuning",
-        ),
+        code=code("tune"),
     output:
         tuned="tuned/{dataset}/{model}.yaml",
         study=directory("models/{dataset}/{model}.tune"),
@@ -78,17 +67,7 @@ rule pretrain:
         features=FEATURES,
         validated=VALIDATION_SUMMARY,
         tuned="tuned/{dataset}/{model}.yaml",
-        code=code(
-            "device.py",
-            "data/__init__.py",
-            "data/model_data.py",
-            "data/protocol.py",
-            "data/store.py",
-            "corruption",
-            "models",
-            "training",
-            "tracking",
-        ),
+        code=code("pretrain"),
     output:
         directory("models/{dataset}/{model}.pretrain"),
     log:
@@ -120,17 +99,7 @@ rule train:
         validated=VALIDATION_SUMMARY,
         pretrained="models/{dataset}/{model}.pretrain",
         tuned="tuned/{dataset}/{model}.yaml",
-        code=code(
-            "device.py",
-            "data/__init__.py",
-            "data/model_data.py",
-            "data/protocol.py",
-            "data/store.py",
-            "corruption",
-            "models",
-            "training",
-            "tracking",
-        ),
+        code=code("train"),
     output:
         directory("models/{dataset}/{model}"),
     log:
@@ -161,16 +130,7 @@ rule evaluate:
         features=FEATURES,
         condition=f"{CORRUPTED}/{{condition}}",
         model="models/{dataset}/{model}",
-        code=code(
-            "device.py",
-            "data",
-            "features",
-            "corruption",
-            "models",
-            "training",
-            "tracking",
-            "evaluation",
-        ),
+        code=code("evaluate"),
     output:
         metrics="results/{dataset}/metrics/{model}/{condition}.json",
         scores="results/{dataset}/scores/{model}/{condition}.csv",

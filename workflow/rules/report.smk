@@ -9,18 +9,7 @@ rule report:
             model=MODELS,
             condition=CONDITIONS,
         ),
-        code=code(
-            "data/__init__.py",
-            "data/store.py",
-            "corruption/__init__.py",
-            "corruption/conditions.py",
-            "corruption/masks.py",
-            "evaluation/__init__.py",
-            "evaluation/plots.py",
-            "evaluation/report.py",
-            "evaluation/robustness.py",
-            "tracking",
-        ),
+        code=code("report"),
     output:
         directory(REPORT),
         "results/{dataset}/robustness.json",
@@ -56,16 +45,7 @@ rule cross_corpus:
         models=lambda w: [
             f"models/{CROSS[w.cross]['train']}/{m}" for m in CROSS[w.cross]["models"]
         ],
-        code=code(
-            "device.py",
-            "data",
-            "features",
-            "corruption",
-            "models",
-            "training",
-            "tracking",
-            "evaluation",
-        ),
+        code=code("cross_corpus"),
     output:
         directory("results/cross_corpus/{cross}"),
         metrics="results/cross_corpus/{cross}.json",
