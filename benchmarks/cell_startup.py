@@ -68,6 +68,7 @@ def _project(root: Path) -> Path:
     params["acquire"]["builtin"].update(n_speakers=6, utterances_per_speaker=12, n_folds=3)
     params["models"] = {"fusion_mlp": params["models"]["fusion_mlp"]}
     params["train"].update(epochs=5, seeds=[1])
+    params["train"].pop("workers", None)  # a key revisions before it refuse
     conditions = params["corrupt"]["conditions"]
     params["corrupt"]["conditions"] = {k: conditions[k] for k in ("clean", "missing_rate")}
     project = root / "project"

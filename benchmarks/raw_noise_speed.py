@@ -65,6 +65,7 @@ def _params(dataset: str) -> dict:
     params["device"] = "cpu"
     params["extract"].update(text={}, video={})  # the audio entries only
     params["extract"]["cache"] = False
+    params["train"].pop("workers", None)  # not read here, and unknown to revisions before it
     params["corrupt"]["conditions"] = {
         "audio_snr": {"kind": "audio_noise", "noise": "babble", "levels": [int(LEVEL)]}
     }
@@ -78,8 +79,11 @@ def _prepare(dataset: str, root: Path) -> tuple[Path, Path]:
     from robustmer.data.acquire import acquire
     from robustmer.features.extract import extract
 
-    params = validate_params(_params(dataset))
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    raw = _params(dataset)
+    params = validate_params(raw)
+    # Unvalidated, so that each revision fills in its own defaults (an older schema refuses
+    # keys it does not know, such as train.workers).
+    (root / "params.yaml").write_text(yaml.safe_dump(raw))
     acquire(params, root / "raw")
     extract(params, root / "raw", root / "features")
     return root / "params.yaml", root / "features"
@@ -97,6 +101,8 @@ def _time(what: str, src: Path, params: Path, store: Path, out: Path) -> float:
 
 
 def main() -> None:
+    from robustmer.data.store import FeatureStore
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", default="HEAD", help="the revision to compare with")
     parser.add_argument("--rounds", type=int, default=2)
@@ -125,7 +131,7 @@ def main() -> None:
                         times[name].append(_time(what, src, params, store, out))
                 best = {k: round(min(v), 1) for k, v in times.items()}
                 figures[dataset] = {
-                    "n_files": len(list((root / "raw").rglob("*.wav"))),
+                    "n_files": len(FeatureStore(store).manifest),  # EmoDB's raw links to it
                     "seconds_min": best,
                     "level_over_clean": round(best["this"] / best["clean"], 2),
                     "base_level_over_clean": round(best["base"] / best["clean"], 2),
