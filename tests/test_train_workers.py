@@ -1,7 +1,8 @@
 """`train.workers`: the (seed, fold) units of a model trained side by side in worker processes
 give the checkpoints and summary rows of one-after-the-other training, each unit's MLflow fold
 run is logged by the parent with the worker's epochs, and an interrupted parallel build resumes
-to the same result.
+to the same result; `robustmer evaluate` predicts those units in workers too, to the same
+bytes; workers never outnumber what the usable cores hold.
 """
 
 from __future__ import annotations
@@ -92,8 +93,10 @@ def test_workers_times_threads_fit_the_usable_cores(
 
     import torch
 
+    from robustmer import device
     from robustmer.training import runner
 
+    monkeypatch.setattr(device, "usable_cores", lambda: cores)
     monkeypatch.setattr(runner, "usable_cores", lambda: cores)
     run = SimpleNamespace(
         cfg=SimpleNamespace(workers=workers, num_threads=threads),
@@ -104,3 +107,43 @@ def test_workers_times_threads_fit_the_usable_cores(
         assert runner._fitting_workers(run) == expected
     lowered = [r.getMessage() for r in caplog.records if "lowered" in r.getMessage()]
     assert bool(lowered) == (workers > expected)
+
+
+@pytest.mark.parametrize("condition", [
+    {"kind": "missing_rate", "levels": [0.0, 0.5]},
+    {"kind": "feature_noise", "schedule": "nmer", "noise": "gaussian", "levels": [20, 60]},
+])  # fmt: skip
+def test_parallel_evaluation_scores_as_one_process(
+    tiny_store: Path, tmp_path: Path, mlflow_db: str, monkeypatch: pytest.MonkeyPatch,
+    condition: dict[str, Any],
+) -> None:  # fmt: skip
+    """The (seed, fold) units predict in worker processes; the cell's files are the same bytes
+    (feature noise draws from each unit's seed, so the draws must match too)."""
+    from conftest import eval_outputs
+
+    from robustmer.corruption.condition_store import corrupt
+    from robustmer.evaluation import runner as eval_runner
+
+    spied: list[int] = []
+    original = eval_runner._predict_units
+
+    def spy(*args: Any) -> Any:
+        spied.append(args[2])
+        return original(*args)
+
+    monkeypatch.setattr(eval_runner, "_predict_units", spy)
+    cells = {}
+    for workers in (1, 2):
+        p = params(workers)
+        p["corrupt"]["conditions"] = {"cond": condition}
+        p = validate_params(p)
+        if workers == 1:
+            train_model(p, "fusion_mlp", tiny_store, tmp_path / "m")
+            corrupt(p, "cond", tiny_store, tmp_path / "cond")
+        out = eval_outputs(tmp_path / f"results{workers}", "fusion_mlp", "cond")
+        eval_runner.evaluate_model(p, "fusion_mlp", "cond", tiny_store, tmp_path / "m",
+                                   tmp_path / "cond", out)  # fmt: skip
+        cells[workers] = out
+    assert spied == [2]  # the one-worker cell ran in this process
+    for key in ("scores", "predictions", "confusion_csv", "metrics"):
+        assert cells[2][key].read_bytes() == cells[1][key].read_bytes(), key

@@ -40,6 +40,12 @@ def usable_cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def fitting_workers(threads: int) -> int:
+    """How many processes of `threads` torch threads the usable cores hold (at least one):
+    oversubscribed torch threads spin against each other."""
+    return max(1, usable_cores() // max(1, threads))
+
+
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     """float16 autocast on CUDA, nothing on CPU."""
     if device.type == "cuda":

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import asdict, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ from robustmer.data.model_data import (
     official_test,
 )
 from robustmer.data.store import FeatureStore
-from robustmer.device import configure_threads, resolve_device
+from robustmer.device import configure_threads, fitting_workers, resolve_device
 from robustmer.errors import DataError
 from robustmer.evaluation.partial import PredictionCache, partial_dir
 from robustmer.evaluation.plots import plot_confusion
@@ -142,33 +143,80 @@ def evaluate_model(
     # Each fold model is loaded once per cell and scores every level (prediction is stateless:
     # eval mode, and stochastic models draw from the seed passed with each call).
     loaded: dict[tuple[int, int], tuple[torch.nn.Module, Normaliser]] = {}
-    for level in cond.levels:
+
+    def level_inputs(level: str) -> _Level:
         all_records = cond.level_records(level)
         at = all_records["sample_index"].to_numpy()
-        records = all_records[np.isin(at, tested)].reset_index(drop=True)
-        test_records = all_records[np.isin(at, official)].reset_index(drop=True)
         level_data = _with_overlay(data, cond.overlay(level), spec, frame_inputs)
         if cond.kind == "temporal_drop":
             level_data = drop_frames(level_data, store, spec.features, frame_inputs, all_records,
                                      cond.info["settings"])  # fmt: skip
-        level_value = float(all_records["level_value"].iloc[0])
-        level_key = re.sub(r"[^A-Za-z0-9._-]", "_", level)  # a file name in the cache
+        return _Level(
+            records=all_records[np.isin(at, tested)].reset_index(drop=True),
+            test_records=all_records[np.isin(at, official)].reset_index(drop=True),
+            data=level_data,
+            value=float(all_records["level_value"].iloc[0]),
+            key=re.sub(r"[^A-Za-z0-9._-]", "_", level),  # a file name in the cache
+        )
+
+    def fold_model(seed: int, split: FoldSplit) -> tuple[torch.nn.Module, Normaliser]:
+        if (seed, split.fold) not in loaded:
+            model, normaliser = _load_fold(model_dir, spec, data, split, seed)
+            loaded[seed, split.fold] = (model.to(device), normaliser)
+        return loaded[seed, split.fold]
+
+    def fold_calls(lv: _Level, seed: int, split: FoldSplit) -> tuple[np.ndarray, list[_Call]]:
+        """The fold's test rows of this level and its prediction calls: (cache key, a function
+        giving `_predict`'s arguments; the model is loaded only when one is made)."""
+        rows = np.flatnonzero(np.isin(lv.records["sample_index"].to_numpy(), split.test))
+        made: list[FoldTensors] = []
+
+        def args(records: pd.DataFrame, stream: str) -> tuple[Any, ...]:
+            model, normaliser = fold_model(seed, split)
+            if not made:
+                made.append(FoldTensors(lv.data, normaliser, device))
+            # Common random numbers: the same draws under every condition and level, so a
+            # stochastic model's scores differ only by what the condition changed.
+            return model, made[0], records, derive_seed(cfg.seed, stream, seed, split.fold)
+
+        key = f"{lv.key}_seed{seed}_fold{split.fold}"
+        calls: list[_Call] = [(key, lambda: args(lv.records.iloc[rows], "evaluate"))]
+        if len(lv.test_records):
+            calls.append((f"{key}_official", lambda: args(lv.test_records, "evaluate-official")))
+        return rows, calls
+
+    units = [(seed, split) for seed in cfg.seeds for split in folds]
+    workers = _eval_workers(cfg, device, len(units), model_name)
+    levels: dict[str, _Level] = {}
+    prefetched: dict[str, np.ndarray] = {}
+    if workers > 1:
+        levels = {level: level_inputs(level) for level in cond.levels}
+
+        def predict_unit(seed: int, split: FoldSplit) -> dict[str, np.ndarray]:
+            out = {}
+            for lv in levels.values():
+                for key, make_args in fold_calls(lv, seed, split)[1]:
+                    out[key] = _predict(*make_args())
+            loaded.clear()
+            return out
+
+        prefetched = _predict_units(predict_unit, units, workers, cfg.num_threads, device)
+
+    def raw_of(key: str, make_args: Callable[[], tuple[Any, ...]]) -> np.ndarray:
+        if key in prefetched:
+            return cache.get(key, prefetched.pop, key)
+        return cache.get(key, lambda: _predict(*make_args()))
+
+    for level in cond.levels:
+        lv = levels.pop(level, None) or level_inputs(level)
+        records, test_records, level_value = lv.records, lv.test_records, lv.value
         for seed in cfg.seeds:
             outputs = np.full((len(records), n_out), np.nan)
             fold_of_row = np.full(len(records), -1, dtype=np.int64)
             test_sum = np.zeros((len(test_records), n_out))
             for split in folds:
-                rows = np.flatnonzero(np.isin(records["sample_index"].to_numpy(), split.test))
-                if (seed, split.fold) not in loaded:
-                    model, normaliser = _load_fold(model_dir, spec, data, split, seed)
-                    loaded[seed, split.fold] = (model.to(device), normaliser)
-                model, normaliser = loaded[seed, split.fold]
-                tensors = FoldTensors(level_data, normaliser, device)
-                # Common random numbers: the same draws under every condition and level, so a
-                # stochastic model's scores differ only by what the condition changed.
-                rng_seed = derive_seed(cfg.seed, "evaluate", seed, split.fold)
-                key = f"{level_key}_seed{seed}_fold{split.fold}"
-                raw = cache.get(key, _predict, model, tensors, records.iloc[rows], rng_seed)
+                rows, calls = fold_calls(lv, seed, split)
+                raw = raw_of(*calls[0])
                 outputs[rows] = _as_outputs(raw, data.task)
                 fold_of_row[rows] = split.fold
                 index = records["sample_index"].to_numpy()[rows]
@@ -176,10 +224,7 @@ def evaluate_model(
                 scores += _rows(model_name, cond.name, level, level_value, split.fold, seed,
                                 metrics, keys)  # fmt: skip
                 if len(test_records):
-                    rng_seed = derive_seed(cfg.seed, "evaluate-official", seed, split.fold)
-                    test_sum += cache.get(
-                        f"{key}_official", _predict, model, tensors, test_records, rng_seed
-                    )
+                    test_sum += raw_of(*calls[1])
             if (fold_of_row < 0).any():
                 sample = records["sample_id"].iloc[int(np.flatnonzero(fold_of_row < 0)[0])]
                 raise DataError(f"sample {sample!r} is in no test fold; check the manifest folds")
@@ -324,6 +369,71 @@ def _with_overlay(
             raise DataError(f"{overlay.root}: {x.feature} has dim {x.dim}, the clean store "
                             f"{data.inputs[m].dim}; regenerate the condition")  # fmt: skip
     return replace(data, inputs={**data.inputs, **swapped.inputs})
+
+
+_Call = tuple[str, Callable[[], tuple[Any, ...]]]
+
+
+@dataclass
+class _Level:
+    """What every fold model scores at one level: the tested records, the official test set's
+    records, the data with the level's overlay, its numeric value and cache key."""
+
+    records: pd.DataFrame
+    test_records: pd.DataFrame
+    data: ModelData
+    value: float
+    key: str
+
+
+_WORKER_CELL: tuple[Callable[[int, FoldSplit], dict[str, np.ndarray]], int, torch.device] | None
+_WORKER_CELL = None
+
+
+def _eval_workers(cfg: TrainConfig, device: torch.device, units: int, name: str) -> int:
+    """Processes scoring the (seed, fold) units side by side: `train.workers` on CPU, as many
+    `num_threads`-thread workers as the usable cores hold; one on CUDA."""
+    if device.type != "cpu" or units < 2 or cfg.workers < 2:
+        return 1
+    fits = fitting_workers(cfg.num_threads)
+    if cfg.workers > fits:
+        log.info("%s: %d evaluation worker(s) fit the usable cores (train.workers %d)", name,
+                 fits, cfg.workers)  # fmt: skip
+    return min(cfg.workers, units, fits)
+
+
+def _set_worker_cell(
+    predict_unit: Callable[[int, FoldSplit], dict[str, np.ndarray]], threads: int,
+    device: torch.device,
+) -> None:  # fmt: skip
+    global _WORKER_CELL
+    _WORKER_CELL = (predict_unit, threads, device)
+    configure_threads(threads, device)
+
+
+def _unit_in_worker(seed: int, split: FoldSplit) -> dict[str, np.ndarray]:
+    assert _WORKER_CELL is not None
+    return _WORKER_CELL[0](seed, split)
+
+
+def _predict_units(
+    predict_unit: Callable[[int, FoldSplit], dict[str, np.ndarray]],
+    units: list[tuple[int, FoldSplit]],
+    workers: int,
+    threads: int,
+    device: torch.device,
+) -> dict[str, np.ndarray]:
+    """Every unit's raw predictions at every level, computed in `workers` forked processes (the
+    same calls, seeds and threads as in this process, so the same values)."""
+    from concurrent.futures import as_completed
+
+    from robustmer.workers import worker_pool
+
+    found: dict[str, np.ndarray] = {}
+    with worker_pool(workers, _set_worker_cell, (predict_unit, threads, device)) as pool:
+        for future in as_completed([pool.submit(_unit_in_worker, s, f) for s, f in units]):
+            found.update(future.result())
+    return found
 
 
 def _load_fold(

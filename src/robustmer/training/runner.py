@@ -35,7 +35,7 @@ from robustmer.data.model_data import (
     unavailable,
 )
 from robustmer.data.store import FeatureStore
-from robustmer.device import configure_threads, resolve_device, usable_cores
+from robustmer.device import configure_threads, fitting_workers, resolve_device, usable_cores
 from robustmer.errors import DataError
 from robustmer.io import atomic_dir, sha256_file, write_json
 from robustmer.metrics import task_metric_keys
@@ -491,17 +491,12 @@ def _unit_in_worker(index: int) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def _fitting_workers(run: FoldRun) -> int:
     """How many `num_threads`-thread workers the usable cores hold (at least one)."""
-    cores, threads = usable_cores(), max(1, run.cfg.num_threads)
-    fits = max(1, cores // threads)
+    fits = fitting_workers(run.cfg.num_threads)
     if run.cfg.workers > fits and run.device.type == "cpu":
         log.info(
             "%s: train.workers %d lowered to %d (%d usable core(s), %d thread(s) per worker)",
-            run.spec.name,
-            run.cfg.workers,
-            fits,
-            cores,
-            threads,
-        )
+            run.spec.name, run.cfg.workers, fits, usable_cores(), run.cfg.num_threads,
+        )  # fmt: skip
     return fits
 
 
