@@ -77,6 +77,26 @@ def test_same_commands_and_outputs() -> None:
     assert_same_jobs(ROOT)
 
 
+def test_evaluate_and_train_jobs_reserve_the_cores_their_workers_use() -> None:
+    """Both run `train.workers` processes of `num_threads` threads: Snakemake reserves that many
+    cores for each (the dry run prints `threads: N` when N > 1)."""
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--forceall"], cwd=ROOT,
+                          env=_env(), capture_output=True, text=True, check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    reserved: dict[tuple[str, str], int] = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", proc.stdout + proc.stderr):
+        rule = re.match(r"(?:local)?rule (\w+):", block)
+        model = re.search(r"wildcards: .*model=(\w+)", block)
+        if rule and model and rule.group(1) in ("train", "evaluate"):
+            threads = re.search(r"^\s+threads: (\d+)", block, re.M)
+            reserved[rule.group(1), model.group(1)] = int(threads.group(1)) if threads else 1
+    params = load_params(ROOT / "params.yaml")
+    assert params["train"]["workers"] == 2
+    for model in params["models"]:
+        assert reserved["evaluate", model] == reserved["train", model], model
+    assert reserved["evaluate", "fusion_mlp"] == 2  # 2 workers x 1 thread
+
+
 def expected_outputs(params: dict) -> set[str]:
     """Every output path.py names for the params' datasets, models, conditions and cross cells."""
     expected: set[Path] = set()

@@ -141,6 +141,8 @@ rule evaluate:
         "logs/evaluate/{dataset}/{model}/{condition}.log",
     conda:
         "../envs/robustmer.yaml"
+    # The cell's (seed, fold) units predict in train.workers processes, as training does.
+    threads: lambda w: threads_of(w.model)
     resources:
         mem_mb=2000,
         runtime=30,
