@@ -354,6 +354,31 @@ def test_two_workers_give_the_same_arrays_as_one(fake_log: Path, tmp_path: Path)
         np.testing.assert_array_equal(one[name], two[name])
 
 
+def test_two_workers_whatever_order_their_batches_come_back_in(
+    fake_log: Path, tmp_path: Path
+) -> None:
+    """A pool may hand back finished batches in any order (`as_completed` yields those done
+    before it looked as a set): a worker's second batch read before its first still stores."""
+    from concurrent.futures import wait
+
+    from robustmer.features import base
+
+    def last_first(futures: Any) -> Iterator[Any]:
+        wait(list(futures))
+        return iter(sorted(futures, key=futures.get, reverse=True))
+
+    raw = make_corpus(tmp_path, n=12)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(base, "as_completed", last_first)
+        extract(make_params(workers=2), raw, tmp_path / "reversed")
+    shutil.rmtree(tmp_path / "cache")
+    extract(make_params(workers=1), raw, tmp_path / "one")
+    one, reversed_ = arrays(tmp_path / "one"), arrays(tmp_path / "reversed")
+    assert one.keys() == reversed_.keys()
+    for name in one:
+        np.testing.assert_array_equal(one[name], reversed_[name])
+
+
 def test_several_extractors_per_modality_selected_by_name(fake_log: Path, tmp_path: Path) -> None:
     raw = make_corpus(tmp_path)
     audio = {"a": {"kind": "fake_audio"}, "b": {"kind": "fake_audio", "scale": 3.0}}

@@ -236,18 +236,20 @@ def _extract_one_by_one(ext: Extractor, batch: list[Any]) -> list[Any]:
 
 
 def _extract_batch(batch: list[Any]) -> tuple[list[OutputSpec] | None, list[Any]]:
-    """Extract one batch in a worker: (the outputs on the worker's first call, per-item
-    (result or ItemError, stats)).
+    """Extract one batch in a worker: (the extractor's outputs, per-item (result or ItemError,
+    stats)). Every batch carries the outputs: results arrive in completion order, and batches a
+    pool had finished before the parent looked come back in any order, so a worker's second
+    batch can be read before its first.
 
     A failing batch is retried item by item so one bad item does not take its batch-mates
     along. Setup errors (a missing model) are not item errors: they propagate and stop the run.
     """
     ext: Extractor = _WORKER["ext"]
-    specs = None
     if not _WORKER["ready"]:
         ext.setup()
         _WORKER["ready"] = True
-        specs = ext.outputs()
+        _WORKER["specs"] = ext.outputs()
+    specs = _WORKER["specs"]
     if len(batch) == 1 or callable(getattr(ext, "stats", None)):
         return specs, _extract_one_by_one(ext, batch)
     try:
@@ -370,7 +372,7 @@ def _run_entry(
         if got is not None and known is None:
             state["specs"] = known = got
             entry.save_specs(got, variant)
-        assert known is not None, "a worker's first batch carries the outputs"
+        assert known is not None, "every batch carries the outputs"
         for key, (result, stats) in zip(batches[index], results, strict=True):
             if not isinstance(result, ItemError):
                 result = _check_result(ext, modality, known, items[first[key]], result)
