@@ -88,25 +88,19 @@ def test_workers_times_threads_fit_the_usable_cores(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
     cores: int, threads: int, workers: int, expected: int,
 ) -> None:  # fmt: skip
+    """Training and evaluation both size their pools with `device.unit_workers`."""
     import logging
-    from types import SimpleNamespace
 
     import torch
 
     from robustmer import device
-    from robustmer.training import runner
 
     monkeypatch.setattr(device, "usable_cores", lambda: cores)
-    monkeypatch.setattr(runner, "usable_cores", lambda: cores)
-    run = SimpleNamespace(
-        cfg=SimpleNamespace(workers=workers, num_threads=threads),
-        spec=SimpleNamespace(name="nmer"),
-        device=torch.device("cpu"),
-    )
-    with caplog.at_level(logging.INFO, logger=runner.log.name):
-        assert runner._fitting_workers(run) == expected
+    with caplog.at_level(logging.INFO, logger=device.log.name):
+        assert device.unit_workers(workers, threads, 15, torch.device("cpu"), "nmer") == expected
     lowered = [r.getMessage() for r in caplog.records if "lowered" in r.getMessage()]
     assert bool(lowered) == (workers > expected)
+    assert device.unit_workers(workers, threads, 1, torch.device("cpu"), "nmer") == 1  # one unit
 
 
 @pytest.mark.parametrize("condition", [

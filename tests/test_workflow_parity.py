@@ -16,6 +16,7 @@ import yaml
 
 from robustmer import paths, stage_code
 from robustmer.config import load_params
+from robustmer.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 REDIRECT = re.compile(r"\s*>\s*\S+\s+2>&1\s*$")
@@ -338,6 +339,10 @@ def test_a_code_listing_changes_only_with_its_stages_files(tmp_path: Path) -> No
     assert train.stat().st_mtime_ns == before["train.txt"]
     (tmp_path / "src/robustmer/cli.py").write_text("# the CLI is no stage's code\n")
     assert stage_code.write_listings(tmp_path) == []
+    (tmp_path / "src/robustmer/paths.py").unlink()
+    with pytest.raises(ConfigError, match=r"src/robustmer/paths.py: the acquire stage's code"):
+        stage_code.write_listings(tmp_path)
+    assert (tmp_path / stage_code.LISTINGS / "acquire.txt").read_text()  # earlier ones kept
 
 
 @pytest.mark.parametrize("front", ["dvc", "snakemake"])

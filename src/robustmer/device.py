@@ -7,11 +7,14 @@ same thing everywhere and no stage imports another stage's module to find out.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 
 import torch
 
 from robustmer.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -40,10 +43,19 @@ def usable_cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def fitting_workers(threads: int) -> int:
-    """How many processes of `threads` torch threads the usable cores hold (at least one):
-    oversubscribed torch threads spin against each other."""
-    return max(1, usable_cores() // max(1, threads))
+def unit_workers(requested: int, threads: int, units: int, device: torch.device, name: str) -> int:
+    """Processes for `units` independent (seed, fold) units of `name`: `requested` on CPU, but no
+    more than the units nor than `threads`-thread processes the usable cores hold (oversubscribed
+    torch threads spin against each other; a log line says when the count was lowered); one on
+    CUDA, where batching is the parallelism."""
+    if device.type != "cpu":
+        return 1
+    cores = usable_cores()
+    fits = max(1, cores // max(1, threads))
+    if requested > fits:
+        log.info("%s: train.workers %d lowered to %d (%d usable core(s), %d thread(s) per worker)",
+                 name, requested, fits, cores, threads)  # fmt: skip
+    return max(1, min(requested, units, fits))
 
 
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:

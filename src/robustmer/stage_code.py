@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from robustmer.errors import ConfigError
+
 PACKAGE = Path("src/robustmer")
 LISTINGS = Path("data/code")
 
@@ -97,8 +99,14 @@ def files(stage: str, root: Path = Path()) -> list[Path]:
         if path.is_dir():
             found += sorted(p for p in path.rglob("*")
                             if p.is_file() and "__pycache__" not in p.parts)  # fmt: skip
-        else:
+        elif path.is_file():
             found.append(path)
+        else:
+            raise ConfigError(
+                f"{path}: the {stage} stage's code (robustmer.stage_code) is not there; run "
+                f"`robustmer code-listings` from the project root (the folder with dvc.yaml and "
+                f"{PACKAGE}), or update STAGES if the module moved"
+            )
     return [p.relative_to(root) for p in dict.fromkeys(found)]
 
 

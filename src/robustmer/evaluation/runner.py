@@ -45,7 +45,7 @@ from robustmer.data.model_data import (
     official_test,
 )
 from robustmer.data.store import FeatureStore
-from robustmer.device import configure_threads, fitting_workers, resolve_device
+from robustmer.device import configure_threads, resolve_device, unit_workers
 from robustmer.errors import DataError
 from robustmer.evaluation.partial import PredictionCache, partial_dir
 from robustmer.evaluation.plots import plot_confusion
@@ -186,7 +186,7 @@ def evaluate_model(
         return rows, calls
 
     units = [(seed, split) for seed in cfg.seeds for split in folds]
-    workers = _eval_workers(cfg, device, len(units), model_name)
+    workers = unit_workers(cfg.workers, cfg.num_threads, len(units), device, model_name)
     levels: dict[str, _Level] = {}
     prefetched: dict[str, np.ndarray] = {}
     if workers > 1:
@@ -386,20 +386,8 @@ class _Level:
     key: str
 
 
-_WORKER_CELL: tuple[Callable[[int, FoldSplit], dict[str, np.ndarray]], int, torch.device] | None
-_WORKER_CELL = None
-
-
-def _eval_workers(cfg: TrainConfig, device: torch.device, units: int, name: str) -> int:
-    """Processes scoring the (seed, fold) units side by side: `train.workers` on CPU, as many
-    `num_threads`-thread workers as the usable cores hold; one on CUDA."""
-    if device.type != "cpu" or units < 2 or cfg.workers < 2:
-        return 1
-    fits = fitting_workers(cfg.num_threads)
-    if cfg.workers > fits:
-        log.info("%s: %d evaluation worker(s) fit the usable cores (train.workers %d)", name,
-                 fits, cfg.workers)  # fmt: skip
-    return min(cfg.workers, units, fits)
+# The cell's unit predictor in a worker process (set by the pool's initializer; fork start).
+_WORKER_CELL: Callable[[int, FoldSplit], dict[str, np.ndarray]] | None = None
 
 
 def _set_worker_cell(
@@ -407,13 +395,13 @@ def _set_worker_cell(
     device: torch.device,
 ) -> None:  # fmt: skip
     global _WORKER_CELL
-    _WORKER_CELL = (predict_unit, threads, device)
+    _WORKER_CELL = predict_unit
     configure_threads(threads, device)
 
 
 def _unit_in_worker(seed: int, split: FoldSplit) -> dict[str, np.ndarray]:
     assert _WORKER_CELL is not None
-    return _WORKER_CELL[0](seed, split)
+    return _WORKER_CELL(seed, split)
 
 
 def _predict_units(

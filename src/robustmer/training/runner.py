@@ -35,7 +35,7 @@ from robustmer.data.model_data import (
     unavailable,
 )
 from robustmer.data.store import FeatureStore
-from robustmer.device import configure_threads, fitting_workers, resolve_device, usable_cores
+from robustmer.device import configure_threads, resolve_device, unit_workers
 from robustmer.errors import DataError
 from robustmer.io import atomic_dir, sha256_file, write_json
 from robustmer.metrics import task_metric_keys
@@ -489,17 +489,6 @@ def _unit_in_worker(index: int) -> tuple[dict[str, Any], dict[str, Any]]:
     return row, recorded.record()
 
 
-def _fitting_workers(run: FoldRun) -> int:
-    """How many `num_threads`-thread workers the usable cores hold (at least one)."""
-    fits = fitting_workers(run.cfg.num_threads)
-    if run.cfg.workers > fits and run.device.type == "cpu":
-        log.info(
-            "%s: train.workers %d lowered to %d (%d usable core(s), %d thread(s) per worker)",
-            run.spec.name, run.cfg.workers, fits, usable_cores(), run.cfg.num_threads,
-        )  # fmt: skip
-    return fits
-
-
 def _train_units(
     run: FoldRun,
     units: list[tuple[FoldSplit, int]],
@@ -513,8 +502,9 @@ def _train_units(
     Workers x `num_threads` is capped at the usable cores: oversubscribed torch threads spin
     against each other (NMER's 2-thread units, two at a time on 2 cores, trained 2.2x slower).
     """
-    workers = min(run.cfg.workers, len(units), _fitting_workers(run))
-    if workers <= 1 or on_unit is not None or run.device.type != "cpu":
+    workers = unit_workers(run.cfg.workers, run.cfg.num_threads, len(units), run.device,
+                           run.spec.name)  # fmt: skip
+    if workers <= 1 or on_unit is not None:
         rows = []
         for split, replicate in units:
             rows.append(run(split, replicate))
