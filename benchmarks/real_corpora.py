@@ -4,8 +4,9 @@
         [--set models.mlp.num_layers=1 cv.val_speakers=2 ...]
 
 Two models on the same store, folds and features: the default MLP (`early_fusion` with
-params.yaml's `train` section and the default entries' hidden_dim/dropout) and the `linear`
-floor (logistic regression, docs/linear.md).
+params.yaml's `train` section and the `fusion_mlp` entry's hidden_dim, dropout and `train`
+overrides) and the `linear` floor (logistic regression, docs/linear.md). The MLP defaults before
+weight averaging: `--set models.mlp.train.patience=15 models.mlp.train.average_last=0`.
 
 Each dataset goes through the pipeline's own stages (acquire with its adapter, extract,
 validate, train, evaluate on the clean condition) in a temporary folder: EmoDB wavs with
@@ -50,7 +51,8 @@ def run(
 ) -> list[dict[str, Any]]:
     folder, features, options = RUNS[dataset]
     defaults = yaml.safe_load((ROOT / "params.yaml").read_text())
-    mlp = {k: defaults["models"]["fusion_mlp"][k] for k in ("hidden_dim", "dropout")}
+    mlp = {k: v for k, v in defaults["models"]["fusion_mlp"].items()
+           if k in ("hidden_dim", "dropout", "train")}  # fmt: skip
     entries: dict[str, Any] = {
         "seed": 5,
         "dataset": dataset,

@@ -226,12 +226,14 @@ def test_an_interrupted_evaluation_keeps_its_predictions_and_ends_identically(
 @pytest.mark.parametrize("schedule", [
     {"lr_scheduler": "cosine", "warmup_epochs": 1, "min_lr": 1.0e-4},
     {"lr_scheduler": "plateau", "plateau_patience": 0},
+    {"average_last": 4},
 ])  # fmt: skip
 def test_a_fit_with_a_schedule_resumes_identically(
     tiny_store: Path, tmp_path: Path, mlflow_db: str, interrupt_at: Any, schedule: dict
 ) -> None:
-    """The schedulers' states come back with the fit, and restoring them leaves the selection
-    metric alone (restoring once overwrote its name, so a resumed fit failed on `per_step`)."""
+    """The schedulers' states (and a weight average's) come back with the fit, and restoring
+    them leaves the selection metric alone (restoring once overwrote its name, so a resumed fit
+    failed on `per_step`)."""
     raw = tiny_params_dict(checkpoint_every_s=0, epochs=5, patience=0, seeds=[1], **schedule)
     raw["models"] = {"fusion_mlp": raw["models"]["fusion_mlp"]}
     params = validate_params(raw)

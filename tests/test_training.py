@@ -27,6 +27,7 @@ from robustmer.metrics import classification_metrics
 from robustmer.models.registry import build_model, method
 from robustmer.seeding import seed_everything
 from robustmer.training.loop import FitJob, cosine_lambda, fit, make_optimiser, predict_logits
+from robustmer.training.weight_average import WeightAverage
 
 
 def model_data(store_dir: Path, params: dict[str, Any], name: str) -> tuple[ModelSpec, Any]:
@@ -122,7 +123,9 @@ def test_frame_batches_are_padded_with_lengths(tiny_store: Path, tiny_params: di
     assert y.tolist() == data.labels[[0, 5, 9]].tolist()
 
 
-def _fit_fold(store: Path, params: dict, name: str, seed: int = 11) -> tuple[Any, float]:
+def _fit_fold(
+    store: Path, params: dict, name: str, seed: int = 11, on_epoch: Any = None
+) -> tuple[Any, float]:
     spec, data = model_data(store, params, name)
     cfg = TrainConfig.from_params(params)
     fold = speaker_folds(data.manifest, 1, 0)[0]
@@ -130,8 +133,14 @@ def _fit_fold(store: Path, params: dict, name: str, seed: int = 11) -> tuple[Any
     seed_everything(seed)
     tensors = FoldTensors(data, Normaliser.fit(data, fold.train), torch.device("cpu"))
     model = build_model(spec, data.input_dims, len(data.classes), data.levels)
-    result = fit(FitJob(model, tensors, fold.train, fold.val, cfg, len(data.classes), seed))
+    if on_epoch is not None:
+        on_epoch = on_epoch(model)
+    job = FitJob(model, tensors, fold.train, fold.val, cfg, len(data.classes), seed, on_epoch)
+    result = fit(job)
     probs = predict_logits(model, tensors, fold.test).numpy()
+    result.val_ua = classification_metrics(
+        data.labels[fold.val], predict_logits(model, tensors, fold.val).numpy().argmax(1), 4
+    )["ua"]
     acc = classification_metrics(data.labels[fold.test], probs.argmax(1), 4)["wa"]
     return result, acc
 
@@ -174,6 +183,48 @@ def test_early_stopping(store_factory: Callable[..., Path]) -> None:
     result, _ = _fit_fold(store, params, "noise")
     assert result.epochs_run < 200
     assert result.epochs_run - result.best_epoch == 3
+
+
+def test_weight_average_keeps_the_mean_of_the_last_epochs() -> None:
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    last3, all_of_them = WeightAverage(3, epochs=5), WeightAverage(30, epochs=4)
+    for epoch in range(1, 6):
+        with torch.no_grad():
+            net[0].weight.fill_(epoch)
+            net[1].num_batches_tracked.fill_(epoch)
+        last3.update(epoch, net)
+        if epoch <= 4:
+            all_of_them.update(epoch, net)
+    assert last3.count == 3 and torch.equal(last3.mean["0.weight"], torch.full((2, 2), 4.0))
+    assert int(last3.mean["1.num_batches_tracked"]) == 5  # integer buffers: the last value
+    assert torch.equal(all_of_them.mean["0.weight"], torch.full((2, 2), 2.5))  # a shorter run
+    with pytest.raises(ValueError, match="average_last"):
+        WeightAverage(0, epochs=5)
+
+
+def test_a_fit_with_average_last_keeps_and_scores_the_averaged_weights(tiny_store: Path) -> None:
+    from conftest import tiny_params_dict
+
+    params = tiny_params_dict(epochs=8, patience=0, average_last=3)
+    states: list[dict[str, torch.Tensor]] = []
+
+    def record(model: torch.nn.Module) -> Callable[[int, dict], None]:
+        return lambda epoch, metrics: states.append(
+            {k: v.detach().clone() for k, v in model.state_dict().items()}
+        )
+
+    result, test_acc = _fit_fold(tiny_store, params, "fusion_mlp", on_epoch=record)
+    assert len(states) == 8 and result.best_epoch == 8
+    for key, value in result.state_dict.items():
+        expected = sum(s[key] for s in states[5:]) / 3
+        assert torch.allclose(value, expected, atol=1e-6), key
+        assert not torch.allclose(value, states[-1][key]), key  # not just the last epoch
+    assert result.best_metrics["val_ua"] == pytest.approx(result.val_ua)  # the averaged model's
+    assert result.history[-1]["train_loss"] < 0.6 * result.history[0]["train_loss"]
+    assert test_acc > 0.6, test_acc  # it learns: 4 balanced classes, chance 0.25
+    params["train"]["patience"] = 3
+    with pytest.raises(ConfigError, match="set patience: 0 beside it"):
+        TrainConfig.from_params(validate_params(params))
 
 
 def test_cosine_schedule_warms_up_then_falls_to_min_lr(tiny_store: Path) -> None:

@@ -457,6 +457,7 @@ class TrainConfig:
     warmup_epochs: float
     min_lr: float
     checkpoint_every_s: float  # resumable epoch checkpoints (training/resume.py)
+    average_last: int  # > 0: keep the mean weights of the last epochs (training/weight_average)
 
     @classmethod
     def from_params(
@@ -471,6 +472,12 @@ class TrainConfig:
         if t["decay_epochs"] >= t["epochs"]:
             raise ConfigError(
                 f"decay_epochs {t['decay_epochs']} must be below epochs {t['epochs']}"
+            )
+        if t["average_last"] and t["patience"]:
+            raise ConfigError(
+                f"average_last {t['average_last']} averages the last epochs of a fixed-length "
+                f"run, which early stopping (patience {t['patience']}) would end early: set "
+                "patience: 0 beside it"
             )
         return cls(
             epochs=t["epochs"],
@@ -496,6 +503,7 @@ class TrainConfig:
             warmup_epochs=float(t["warmup_epochs"]),
             min_lr=float(t["min_lr"]),
             checkpoint_every_s=float(t["checkpoint_every_s"]),
+            average_last=t["average_last"],
         )
 
 

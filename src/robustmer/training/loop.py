@@ -36,6 +36,7 @@ from robustmer.training.resume import (
     random_states,
     restore_random_states,
 )
+from robustmer.training.weight_average import WeightAverage
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,9 @@ def fit(job: FitJob) -> FitResult:
     `warmup_epochs` and follows a half cosine to `min_lr`, stepped per batch (ALBEF/VAT);
     `cfg.grad_clip` clips the gradient
     norm per sub-network when the model lists them, or each entry (`grad_clip_mode: value`).
+    `cfg.average_last` > 0 keeps the mean of the weights after each of the last epochs instead
+    of the best one (training/weight_average.py); the result's metrics are then the averaged
+    model's on validation and its epoch the last.
 
     With `job.checkpoints` the loop saves its whole state after an epoch (at most every
     `cfg.checkpoint_every_s` seconds) and, when such a state exists, starts from it: the
@@ -131,6 +135,14 @@ def fit(job: FitJob) -> FitResult:
     history: list[dict[str, float]] = []
     schedulers = {"per_step": per_step, "decay": scheduler, "plateau": plateau}
     streams = fit_streams(job)
+    average = WeightAverage(cfg.average_last, cfg.epochs) if cfg.average_last else None
+
+    def validate() -> dict[str, float]:
+        out = predict_logits(model, tensors, val_idx, cfg.batch_size, val_present, seed)
+        y_val = tensors.y[torch.as_tensor(val_idx, device=device)]
+        metrics = {"val_loss": float(loss_fn(out, y_val))}
+        scores = validation_scores(tensors.task, out, y_val, n_classes)
+        return metrics | {f"val_{k}": v for k, v in scores.items() if not k.startswith("n_")}
 
     def state() -> dict[str, Any]:
         return {
@@ -142,6 +154,7 @@ def fit(job: FitJob) -> FitResult:
             "loader": generator.get_state(),
             "random": random_states(streams, device),
             "best": [best_score, best_epoch, best_state, best_metrics],
+            "average": None if average is None else average.state(),
             "history": history,
         }
 
@@ -156,6 +169,8 @@ def fit(job: FitJob) -> FitResult:
         generator.set_state(saved["loader"])
         restore_random_states(saved["random"], streams, device)
         best_score, best_epoch, best_state, best_metrics = saved["best"]
+        if average is not None:
+            average.load(saved["average"])
         history, epoch = saved["history"], saved["epoch"]
         first = epoch
         log.info("resuming training after epoch %d of %d", epoch, cfg.epochs)
@@ -189,6 +204,8 @@ def fit(job: FitJob) -> FitResult:
             count += len(idx)
         if scheduler is not None:
             scheduler.step()
+        if average is not None:
+            average.update(epoch, model)
         if job.keep == "last":
             metrics = {"train_loss": total / max(count, 1)}
             history.append({"epoch": epoch, **metrics})
@@ -198,11 +215,7 @@ def fit(job: FitJob) -> FitResult:
             if job.checkpoints is not None:
                 job.checkpoints.save_epoch(state)
             continue
-        out = predict_logits(model, tensors, val_idx, cfg.batch_size, val_present, seed)
-        y_val = tensors.y[torch.as_tensor(val_idx, device=device)]
-        metrics = {"train_loss": total / max(count, 1), "val_loss": float(loss_fn(out, y_val))}
-        scores = validation_scores(tensors.task, out, y_val, n_classes)
-        metrics |= {f"val_{k}": v for k, v in scores.items() if not k.startswith("n_")}
+        metrics = {"train_loss": total / max(count, 1), **validate()}
         if plateau is not None:
             plateau.step(metrics["val_loss"])
         history.append({"epoch": epoch, **metrics})
@@ -217,7 +230,13 @@ def fit(job: FitJob) -> FitResult:
             break
         if job.checkpoints is not None:
             job.checkpoints.save_epoch(state)
-    if job.keep == "last":
+    if average is not None:
+        assert average.mean is not None  # the last epoch is always averaged
+        model.load_state_dict(average.mean)
+        best_epoch = epoch
+        if job.keep != "last":
+            best_metrics = {"train_loss": history[-1]["train_loss"], **validate()}
+    if job.keep == "last" or average is not None:
         best_state = copy.deepcopy(model.state_dict())
     assert best_state is not None  # at least one epoch ran (epochs >= 1)
     model.load_state_dict(best_state)
