@@ -441,11 +441,12 @@ def _fit_unit(
         }
     )
     seconds = time.perf_counter() - started
+    first = result.epochs_run - cfg.average_last + 1
+    kept = (f"mean weights of epochs {max(first, 1)}-{result.epochs_run}" if cfg.average_last
+            else f"best epoch {result.best_epoch} of {result.epochs_run}")  # fmt: skip
     log.info(
-        "%s seed %s fold %s: best epoch %d of %d, val %s %.4f (train %d / val %d / test %d) "
-        "in %.1fs",
-        spec.name, replicate, split.fold, result.best_epoch, result.epochs_run,
-        cfg.selection_metric,
+        "%s seed %s fold %s: %s, val %s %.4f (train %d / val %d / test %d) in %.1fs",
+        spec.name, replicate, split.fold, kept, cfg.selection_metric,
         result.best_metrics.get(f"val_{cfg.selection_metric}", float("nan")), len(split.train),
         len(split.val),
         len(split.test), seconds,
