@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -281,3 +282,40 @@ def test_raw_noise_reextracts_only_the_corrupted_modality(real_store: tuple[dict
     (level,) = mer.levels
     both = mer.overlay(level)
     assert both is not None and {"audio/egemaps_lld", "video/face_hog"} <= set(both.feature_names())
+
+
+def test_raw_noise_leaves_the_unlabelled_pool_clean_and_the_scored_rows_as_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pool is never scored, so it is not corrupted; each record's own seed keeps the noise
+    of the labelled rows what it was when every row was corrupted."""
+    from robustmer.corruption import raw_stage
+    from robustmer.data.builtin import generate_corpus
+    from robustmer.features.extract import extract
+
+    params = params_with(
+        {"snr": {"kind": "audio_noise", "noise": "babble", "levels": [0]},
+         "words": {"kind": "text_word_drop", "levels": [0.6]}},
+        acquire={"builtin": {"n_speakers": 2, "utterances_per_speaker": 4, "n_folds": 2,
+                             "unlabelled_fraction": 0.5}},
+        extract={"workers": 1},
+    )  # fmt: skip
+    params["corrupt"]["workers"] = 1
+    generate_corpus(tmp_path / "raw", params["acquire"]["builtin"], seed=5, workers=1)
+    extract(params, tmp_path / "raw", tmp_path / "features")
+    clean = FeatureStore(tmp_path / "features")
+    pool = (clean.manifest["label"].fillna("") == "").to_numpy()
+    assert pool.sum() == 4 and (~pool).sum() == 4
+    for name, level, feature in (("snr", "0", "audio/egemaps_functionals"),
+                                 ("words", "0.6", "text/minilm")):  # fmt: skip
+        store = ConditionStore(corrupt(params, name, tmp_path / "features", tmp_path / name))
+        with monkeypatch.context() as patch:  # as before: every row corrupted
+            patch.setattr(raw_stage, "_scored", lambda rec, _: np.ones(len(rec), bool))
+            every = ConditionStore(corrupt(params, name, tmp_path / "features", tmp_path / "all"))
+        noisy, before = (s.overlay(level).utterance_matrix(feature) for s in (store, every))
+        plain = clean.utterance_matrix(feature)
+        np.testing.assert_array_equal(noisy[pool], plain[pool])
+        assert not np.allclose(noisy[~pool], plain[~pool])
+        np.testing.assert_allclose(noisy[~pool], before[~pool], rtol=0, atol=1e-5)
+        assert not np.allclose(before[pool], plain[pool])  # the old way did corrupt the pool
+        shutil.rmtree(tmp_path / "all")

@@ -9,7 +9,9 @@ in parallel); video clips are written to a scratch folder, since the video reade
 Evaluation reads the clean store
 and swaps in the overlay's features, so the rest of the pipeline is unchanged. A level that
 leaves a modality untouched (blur rate 1, fraction 0) reuses the clean features instead of
-re-encoding the media.
+re-encoding the media. Only the rows a model is scored on are corrupted: an unlabelled pool row
+(label "", the built-in corpus's 70%) is never a test row, so it keeps its clean features in the
+overlay. Each record carries its own seed, so the labelled rows get the same noise either way.
 
 The per-item feature cache is not used here (`cache=None`): corrupted media are fresh bytes,
 and a condition is regenerated mostly when its settings, the seed or the extractors change,
@@ -60,18 +62,21 @@ def build_overlay(
     """
     manifest = store.manifest
     result = Extraction()
+    scored = records[_scored(records, manifest)]
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".media-", dir=out_dir.parent) as scratch:
         work = Path(scratch)
         for modality in cond.raw_modalities if modalities is None else modalities:
             if _is_identity(records, modality):
                 result.features += _clean_features(store, modality)
-            elif modality == "audio":
-                result += _noisy_audio(params, cond, records, manifest)
+                continue
+            if modality == "audio":
+                part = _noisy_audio(params, cond, scored, manifest)
             elif modality == "video":
-                result += _noisy_video(params, records, manifest, work)
+                part = _noisy_video(params, scored, manifest, work)
             else:
-                result += _noisy_text(params, cond, records, manifest)
+                part = _noisy_text(params, cond, scored, manifest)
+            result += _with_clean_pool(part, store, scored)
     if result.bad and params["extract"]["on_error"] != "placeholder":
         raise bad_items_error(result.bad)
     features = result.features
@@ -90,6 +95,26 @@ def build_overlay(
         }
     )
     return sorted(f.meta.name for f in features)
+
+
+def _scored(records: pd.DataFrame, manifest: pd.DataFrame) -> np.ndarray:
+    """Which records are of labelled rows: the only ones any evaluation predicts."""
+    labels = manifest["label"].fillna("").astype(str).to_numpy()
+    return labels[records["sample_index"].to_numpy(int)] != ""
+
+
+def _with_clean_pool(part: Extraction, store: FeatureStore, rows: pd.DataFrame) -> Extraction:
+    """`part` holds the features of `rows` only: complete each to every manifest row, with the
+    clean store's features for the rows left out (the unlabelled pool)."""
+    index = rows["sample_index"].to_numpy(int)
+    if len(index) == len(store.manifest):
+        return part
+    for feat in part.features:
+        full = store.sequences(feat.meta.name)
+        for i, sequence in zip(index, feat.sequences, strict=True):
+            full[i] = sequence
+        feat.sequences = full
+    return part
 
 
 def _is_identity(records: pd.DataFrame, modality: str) -> bool:
