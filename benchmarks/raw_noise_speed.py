@@ -4,12 +4,14 @@ another revision, interleaved.
     .venv/bin/python benchmarks/raw_noise_speed.py [--base REV] [--rounds 2]
         [--datasets builtin emodb] [--json out.json]
 
-Per dataset (the built-in corpus, 600 utterances; the EmoDB sample in ../shared/data, 535 files,
-when present), a store is prepared once with this checkout (acquire, extract with the default
-eGeMAPS entry). Then, per round, in separate processes and in turn:
+Per dataset (the built-in corpus, 600 utterances, 180 labelled; the EmoDB sample in
+../shared/data, 535 files, when present), a store is prepared once with this checkout (acquire,
+extract with the default eGeMAPS entry). Then, per round, in separate processes and in turn:
 
-  clean     the audio entries of `extract` on every file (`extract_modality`, workers as in
-            params.yaml, no cache): what the level is compared with;
+  clean     the audio entries of `extract` on the labelled files (`extract_modality`, workers
+            as in params.yaml, no cache): what the level is compared with; a level corrupts
+            those only (the built-in corpus's 420 unlabelled pool files keep their clean
+            features, docs/robustness.md), all 535 on EmoDB;
   this      one `audio_snr` level (babble at 10 dB) through `build_overlay`, this checkout;
   base      the same level with `--base` (a temporary git worktree, first on PYTHONPATH).
 
@@ -45,8 +47,9 @@ store = FeatureStore(Path(sys.argv[3]))
 started = time.perf_counter()
 if sys.argv[1] == "clean":
     from robustmer.features.extract import extract_modality
-    paths = [Path(p) for p in store.manifest["audio_path"]]
-    ids = list(store.manifest["sample_id"])
+    rows = store.manifest[store.manifest["label"].fillna("") != ""]  # the rows a level corrupts
+    paths = [Path(p) for p in rows["audio_path"]]
+    ids = list(rows["sample_id"])
     extract_modality("audio", paths, params["extract"], sample_ids=ids,
                      workers=params["extract"]["workers"], cache=None)
 else:
