@@ -223,11 +223,12 @@ def fit(job: FitJob) -> FitResult:
             on_epoch(epoch, metrics)
         score = sign * metrics[key]
         score = -np.inf if np.isnan(score) else score  # e.g. non-zero Acc-2 with all-zero truth
-        if best_state is None or score > best_score:
-            best_score, best_epoch, best_metrics = score, epoch, metrics
-            best_state = copy.deepcopy(model.state_dict())
-        elif cfg.patience and epoch - best_epoch >= cfg.patience:
-            break
+        if average is None:  # with an average there is no epoch to pick, copy or stop at
+            if best_state is None or score > best_score:
+                best_score, best_epoch, best_metrics = score, epoch, metrics
+                best_state = copy.deepcopy(model.state_dict())
+            elif cfg.patience and epoch - best_epoch >= cfg.patience:
+                break
         if job.checkpoints is not None:
             job.checkpoints.save_epoch(state)
     if average is not None:
